@@ -1,0 +1,332 @@
+//! The CPU backend: runs the plan op by op on host memory. Convolutions and attention go
+//! through GEMM; on native targets the images of a batch run on the rayon pool in parallel
+//! (or, for a single image, the GEMMs themselves are threaded).
+
+pub mod attention;
+pub mod conv;
+pub mod gemm;
+pub mod group_norm;
+pub mod linear;
+pub mod resample;
+
+use super::{Backend, NoiseKey};
+use crate::error::{Error, Result};
+use crate::model::unet::timestep_embedding;
+use crate::model::{Model, Op, Plan, View};
+use crate::rng;
+use crate::schedule::{apply_step, StepCoeffs};
+use crate::tensor::Tensor;
+
+/// Keep a batch's activations under this many bytes; bigger jobs are split by the sampler.
+const MEMORY_BUDGET: usize = 2 << 30;
+
+pub struct CpuBackend {
+    plan: Plan,
+    weights: Vec<Tensor>,
+    buf_of: Vec<usize>,
+    buf_len: Vec<usize>,
+    bufs: Vec<Vec<f32>>,
+    n: usize,
+    latent: Vec<f32>,
+    x0: Vec<f32>,
+    table: Vec<StepCoeffs>,
+    noise: NoiseKey,
+}
+
+fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+}
+
+/// Run `f(image, chunk)` over the per-image chunks of `out`, in parallel when asked.
+fn per_image<F>(out: &mut [f32], stride: usize, n: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    #[cfg(not(target_arch = "wasm32"))]
+    if parallel {
+        use rayon::prelude::*;
+        out[..n * stride]
+            .par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+        return;
+    }
+    let _ = parallel;
+    for (i, c) in out[..n * stride].chunks_mut(stride).enumerate() {
+        f(i, c);
+    }
+}
+
+impl CpuBackend {
+    pub fn new(model: &Model) -> Self {
+        let (buf_of, buf_len) = model.plan.assign_buffers();
+        CpuBackend {
+            plan: model.plan.clone(),
+            weights: model.weights.tensors.clone(),
+            buf_of,
+            buf_len,
+            bufs: Vec::new(),
+            n: 0,
+            latent: Vec::new(),
+            x0: Vec::new(),
+            table: Vec::new(),
+            noise: NoiseKey {
+                seed: 0,
+                first_sample: 0,
+            },
+        }
+    }
+
+    fn image_len(&self) -> usize {
+        self.plan.slots[self.plan.input].len()
+    }
+
+    fn ensure(&mut self, n: usize) {
+        if self.n != n {
+            self.bufs = self.buf_len.iter().map(|&l| vec![0.0; l * n]).collect();
+            self.n = n;
+        }
+    }
+
+    /// The slice of view `v` for image `i` of buffer `buf`.
+    fn view<'a>(&self, buf: &'a [f32], v: View, i: usize) -> &'a [f32] {
+        let s = self.plan.slots[v.slot];
+        let (h, w) = s.hw();
+        let start = i * s.len() + v.c_off * h * w;
+        &buf[start..start + v.c * h * w]
+    }
+
+    fn run_op(&mut self, op: &Op, n: usize) {
+        let parallel = n > 1 && threads() > 1;
+        let out_slot = op.writes()[0];
+        let ob = self.buf_of[out_slot];
+        let mut out = std::mem::take(&mut self.bufs[ob]);
+        let stride = self.plan.slots[out_slot].len();
+        let this = &*self;
+        let buf = |s: usize| this.bufs[this.buf_of[s]].as_slice();
+        let w = |p: usize| this.weights[p].data.as_slice();
+        // The part of an image's output chunk that a view covers.
+        let part = |y: View| -> (usize, usize) {
+            let (h, w) = this.plan.slots[y.slot].hw();
+            (y.c_off * h * w, (y.c_off + y.c) * h * w)
+        };
+        match *op {
+            Op::Linear {
+                x, w: wi, b, swish, ..
+            } => {
+                let xb = buf(x);
+                let len = this.plan.slots[x].len();
+                per_image(&mut out, stride, n, false, |i, y| {
+                    linear::linear(&xb[i * len..(i + 1) * len], w(wi), w(b), swish, y)
+                });
+            }
+            Op::GroupNorm {
+                x,
+                y,
+                gamma,
+                beta,
+                swish,
+            } => {
+                let xb = buf(x.slot);
+                let (h, ww) = this.plan.slots[x.slot].hw();
+                per_image(&mut out, stride, n, parallel, |i, chunk| {
+                    let (a, e) = part(y);
+                    let xv = this.view(xb, x, i);
+                    group_norm::group_norm(
+                        xv,
+                        x.c,
+                        h * ww,
+                        w(gamma),
+                        w(beta),
+                        swish,
+                        &mut chunk[a..e],
+                    );
+                });
+            }
+            Op::Conv {
+                x,
+                y,
+                w: wi,
+                b,
+                k,
+                resample,
+                temb,
+                residual,
+            } => {
+                let xb = buf(x.slot);
+                let (h, ww) = this.plan.slots[x.slot].hw();
+                per_image(&mut out, stride, n, parallel, |i, chunk| {
+                    let (a, e) = part(y);
+                    let ep = conv::Epilogue {
+                        bias: w(b),
+                        temb: temb.map(|t| {
+                            let l = this.plan.slots[t].len();
+                            &buf(t)[i * l..(i + 1) * l]
+                        }),
+                        residual: residual.map(|r| this.view(buf(r.slot), r, i)),
+                    };
+                    let xv = this.view(xb, x, i);
+                    conv::conv2d(
+                        xv,
+                        x.c,
+                        h,
+                        ww,
+                        w(wi),
+                        k,
+                        resample,
+                        &ep,
+                        &mut chunk[a..e],
+                        !parallel,
+                    );
+                });
+            }
+            Op::Attention { q, k, v, y } => {
+                let (h, ww) = this.plan.slots[q.slot].hw();
+                per_image(&mut out, stride, n, parallel, |i, chunk| {
+                    let (a, e) = part(y);
+                    let (qv, kv, vv) = (
+                        this.view(buf(q.slot), q, i),
+                        this.view(buf(k.slot), k, i),
+                        this.view(buf(v.slot), v, i),
+                    );
+                    attention::attention(qv, kv, vv, q.c, h * ww, &mut chunk[a..e], !parallel);
+                });
+            }
+            Op::AvgPool { x, y } | Op::Upsample { x, y } => {
+                let xb = buf(x.slot);
+                let (h, ww) = this.plan.slots[x.slot].hw();
+                let up = matches!(op, Op::Upsample { .. });
+                per_image(&mut out, stride, n, parallel, |i, chunk| {
+                    let (a, e) = part(y);
+                    let xv = this.view(xb, x, i);
+                    if up {
+                        resample::upsample_nearest(xv, x.c, h, ww, &mut chunk[a..e]);
+                    } else {
+                        resample::avg_pool(xv, x.c, h, ww, &mut chunk[a..e]);
+                    }
+                });
+            }
+        }
+        self.bufs[ob] = out;
+    }
+
+    /// The network on n images; returns the output slot's values.
+    fn run(&mut self, x: &[f32], t: &[f32]) -> Vec<f32> {
+        let n = t.len();
+        self.ensure(n);
+        let (inp, temb) = (self.plan.input, self.plan.temb);
+        let il = self.plan.slots[inp].len();
+        self.bufs[self.buf_of[inp]][..il * n].copy_from_slice(x);
+        let ch = self.plan.config.ch;
+        let tb = self.buf_of[temb];
+        for (i, &ti) in t.iter().enumerate() {
+            self.bufs[tb][i * ch..(i + 1) * ch].copy_from_slice(&timestep_embedding(ti, ch));
+        }
+        let ops = std::mem::take(&mut self.plan.ops);
+        for op in &ops {
+            self.run_op(op, n);
+        }
+        self.plan.ops = ops;
+        let out = self.plan.output;
+        let ol = self.plan.slots[out].len();
+        self.bufs[self.buf_of[out]][..ol * n].to_vec()
+    }
+
+    fn image_shape(&self, n: usize, c: usize) -> Vec<usize> {
+        let r = self.plan.config.resolution;
+        vec![n, c, r, r]
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", threads())
+    }
+
+    fn max_batch(&self) -> usize {
+        let per_image = 4 * self.buf_len.iter().sum::<usize>();
+        (MEMORY_BUDGET / per_image.max(1)).max(1)
+    }
+
+    fn forward(&mut self, x: &Tensor, t: &[f32]) -> Result<Tensor> {
+        let c = self.plan.config.in_channels;
+        let want = self.image_shape(t.len(), c);
+        if x.shape != want {
+            return Err(Error::Shape {
+                what: "model input".into(),
+                expected: want,
+                found: x.shape.clone(),
+            });
+        }
+        let y = self.run(&x.data, t);
+        Tensor::new(self.image_shape(t.len(), self.plan.config.out_ch), y)
+    }
+
+    fn start(&mut self, x: &Tensor, table: &[StepCoeffs], noise: NoiseKey) -> Result<()> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        let want = self.image_shape(n, self.plan.config.in_channels);
+        if x.shape != want || n == 0 {
+            return Err(Error::Shape {
+                what: "initial latent".into(),
+                expected: want,
+                found: x.shape.clone(),
+            });
+        }
+        if self.plan.config.out_ch != self.plan.config.in_channels {
+            return Err(Error::invalid(
+                "model",
+                format!(
+                    "out_ch {} differs from in_channels {}: the output cannot be a noise prediction",
+                    self.plan.config.out_ch, self.plan.config.in_channels
+                ),
+            ));
+        }
+        self.latent = x.data.clone();
+        self.x0 = vec![0.0; x.data.len()];
+        self.table = table.to_vec();
+        self.noise = noise;
+        Ok(())
+    }
+
+    fn step(&mut self, k: usize) -> Result<()> {
+        let c = *self
+            .table
+            .get(k)
+            .ok_or_else(|| Error::Backend(format!("step {k} is past the table")))?;
+        let per = self.image_len();
+        let n = self.latent.len() / per;
+        let x = std::mem::take(&mut self.latent);
+        let m = self.run(&x, &vec![c.t; n]);
+        self.latent = x;
+        let z = (c.c_z != 0.0).then(|| {
+            rng::normal_batch(
+                self.noise.seed,
+                rng::stream_step(k),
+                self.noise.first_sample,
+                n,
+                per,
+            )
+        });
+        apply_step(&c, &mut self.latent, &m, z.as_deref(), &mut self.x0);
+        Ok(())
+    }
+
+    fn latent(&mut self) -> Result<Tensor> {
+        let n = self.latent.len() / self.image_len();
+        Tensor::new(
+            self.image_shape(n, self.plan.config.in_channels),
+            self.latent.clone(),
+        )
+    }
+
+    fn x0(&mut self) -> Result<Tensor> {
+        let n = self.x0.len() / self.image_len();
+        Tensor::new(
+            self.image_shape(n, self.plan.config.in_channels),
+            self.x0.clone(),
+        )
+    }
+}

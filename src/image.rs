@@ -1,0 +1,155 @@
+//! Images in and out (native only): model space ↔ 8-bit, PNG grids, and atomic writes so a
+//! failed run never leaves a half-written file behind.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::path::Path;
+
+/// (x + 1)/2 clamped to [0, 1], ×255, rounded: the official `save_image` convention.
+pub fn to_u8(x: f32) -> u8 {
+    (((x + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// An 8-bit image, rows of interleaved channels (1 = gray, 3 = RGB).
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl Image {
+    pub fn png(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
+            enc.set_color(match self.channels {
+                1 => png::ColorType::Grayscale,
+                _ => png::ColorType::Rgb,
+            });
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc
+                .write_header()
+                .map_err(|e| Error::Backend(format!("png: {e}")))?;
+            w.write_image_data(&self.pixels)
+                .map_err(|e| Error::Backend(format!("png: {e}")))?;
+        }
+        Ok(out)
+    }
+}
+
+fn check_channels(c: usize) -> Result<()> {
+    if c == 1 || c == 3 {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "out",
+            format!("{c} channels cannot be written as PNG; use .npy"),
+        ))
+    }
+}
+
+/// Sample i of an [n, C, H, W] batch as an image.
+pub fn sample_image(t: &Tensor, i: usize) -> Result<Image> {
+    let (c, h, w) = (t.shape[1], t.shape[2], t.shape[3]);
+    check_channels(c)?;
+    let x = &t.data[i * c * h * w..(i + 1) * c * h * w];
+    let mut pixels = vec![0u8; c * h * w];
+    for ch in 0..c {
+        for p in 0..h * w {
+            pixels[p * c + ch] = to_u8(x[ch * h * w + p]);
+        }
+    }
+    Ok(Image {
+        width: w,
+        height: h,
+        channels: c,
+        pixels,
+    })
+}
+
+/// Tile images into a grid with `cols` columns and a 2-pixel border, like torchvision's
+/// `make_grid`.
+pub fn grid(images: &[Image], cols: usize) -> Image {
+    let (w, h, c) = (images[0].width, images[0].height, images[0].channels);
+    let cols = cols.clamp(1, images.len());
+    let rows = images.len().div_ceil(cols);
+    let pad = 2;
+    let (gw, gh) = (cols * (w + pad) + pad, rows * (h + pad) + pad);
+    let mut pixels = vec![0u8; gw * gh * c];
+    for (i, im) in images.iter().enumerate() {
+        let (x0, y0) = (pad + (i % cols) * (w + pad), pad + (i / cols) * (h + pad));
+        for y in 0..h {
+            let dst = ((y0 + y) * gw + x0) * c;
+            pixels[dst..dst + w * c].copy_from_slice(&im.pixels[y * w * c..(y + 1) * w * c]);
+        }
+    }
+    Image {
+        width: gw,
+        height: gh,
+        channels: c,
+        pixels,
+    }
+}
+
+/// A batch as a near-square grid.
+pub fn batch_grid(t: &Tensor, cols: Option<usize>) -> Result<Image> {
+    let n = t.shape[0];
+    let imgs = (0..n)
+        .map(|i| sample_image(t, i))
+        .collect::<Result<Vec<_>>>()?;
+    let cols = cols.unwrap_or_else(|| (n as f64).sqrt().ceil() as usize);
+    Ok(grid(&imgs, cols))
+}
+
+/// Read a PNG as one [1, C, H, W] image in model space ([-1, 1]), with C = `channels`.
+pub fn read_png(path: &Path, channels: usize) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: String| Error::invalid("input", format!("{}: {why}", path.display()));
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| bad(format!("not a PNG: {e}")))?;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("bad PNG data: {e}")))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let src_c = info.color_type.samples();
+    let mut data = vec![0.0f32; channels * h * w];
+    for p in 0..h * w {
+        let px = &buf[p * src_c..(p + 1) * src_c];
+        let rgb = match src_c {
+            1 | 2 => [px[0]; 3],
+            _ => [px[0], px[1], px[2]],
+        };
+        for ch in 0..channels {
+            let v = if channels == 1 {
+                (rgb[0] as f32 * 0.299 + rgb[1] as f32 * 0.587 + rgb[2] as f32 * 0.114) / 255.0
+            } else {
+                rgb[ch.min(2)] as f32 / 255.0
+            };
+            data[ch * h * w + p] = v * 2.0 - 1.0;
+        }
+    }
+    Tensor::new(vec![1, channels, h, w], data)
+}

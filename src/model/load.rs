@@ -1,0 +1,134 @@
+//! From files (or bytes, in the browser) to a validated model.
+
+use super::config::{self, Config};
+use super::unet::Plan;
+use super::weights::{self, Weights};
+use crate::error::{Error, Result};
+use crate::safetensors;
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub config: Config,
+    pub plan: Plan,
+    pub weights: Weights,
+    /// Where the weights came from, for messages.
+    pub source: String,
+    /// On-disk dtypes, e.g. "F32" or "F16".
+    pub dtypes: Vec<String>,
+}
+
+/// Parse a config from its text: diffusers JSON when it looks like JSON, else ddim YAML.
+pub fn parse_config(text: &str, name: &str, scheduler: Option<(&str, &str)>) -> Result<Config> {
+    if text.trim_start().starts_with('{') {
+        let model = config::from_diffusers_json(text, name)?;
+        let diffusion = match scheduler {
+            Some((t, n)) => config::scheduler_from_json(t, n)?,
+            None => Default::default(),
+        };
+        Ok(Config { model, diffusion })
+    } else {
+        config::from_yaml(text, name)
+    }
+}
+
+/// Build a model from safetensors bytes and a parsed config.
+pub fn model_from_bytes(bytes: &[u8], name: &str, config: Config) -> Result<Model> {
+    let file = safetensors::parse(bytes, name)?;
+    let mut dtypes = file.dtypes.clone();
+    dtypes.sort();
+    dtypes.dedup();
+    let plan = Plan::new(&config.model);
+    let weights = weights::load(&plan, file).map_err(|e| match e {
+        Error::Weights(m) => Error::Weights(format!("{name}:\n{m}")),
+        e => e,
+    })?;
+    Ok(Model {
+        config,
+        plan,
+        weights,
+        source: name.to_string(),
+        dtypes,
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::load_model;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn read(p: &Path) -> Result<Vec<u8>> {
+        std::fs::read(p).map_err(|e| Error::io(p, e))
+    }
+
+    fn read_text(p: &Path) -> Result<String> {
+        String::from_utf8(read(p)?).map_err(|_| Error::Config {
+            path: p.display().to_string(),
+            why: "not UTF-8 text".into(),
+        })
+    }
+
+    fn first_existing(cands: &[PathBuf]) -> Option<PathBuf> {
+        cands.iter().find(|p| p.is_file()).cloned()
+    }
+
+    /// `model` is a .safetensors file or a diffusers folder (a UNet folder, or a pipeline folder
+    /// with unet/ and scheduler/). Without `config`, a config is looked for beside the weights.
+    pub fn load_model(model: &Path, config: Option<&Path>) -> Result<Model> {
+        let (weights_path, dir, sched) = if model.is_dir() {
+            let (unet, sched) = if model.join("unet").is_dir() {
+                (
+                    model.join("unet"),
+                    model.join("scheduler/scheduler_config.json"),
+                )
+            } else {
+                (model.to_path_buf(), model.join("scheduler_config.json"))
+            };
+            let w = unet.join("diffusion_pytorch_model.safetensors");
+            if !w.is_file() {
+                return Err(Error::io(
+                    &w,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no diffusers weights in this folder",
+                    ),
+                ));
+            }
+            (w, unet, sched)
+        } else {
+            let dir = model.parent().map(Path::to_path_buf).unwrap_or_default();
+            let sched = dir.join("scheduler_config.json");
+            (model.to_path_buf(), dir, sched)
+        };
+        let cfg_path = match config {
+            Some(c) => c.to_path_buf(),
+            None => first_existing(&[
+                weights_path.with_extension("yml"),
+                weights_path.with_extension("yaml"),
+                dir.join("config.json"),
+                dir.join("config.yml"),
+            ])
+            .ok_or_else(|| Error::Config {
+                path: weights_path.display().to_string(),
+                why: "no config found beside the weights (config.json, config.yml or <name>.yml); pass --config"
+                    .into(),
+            })?,
+        };
+        let text = read_text(&cfg_path)?;
+        let sched_text = if sched.is_file() {
+            Some(read_text(&sched)?)
+        } else {
+            None
+        };
+        let sched_name = sched.display().to_string();
+        let cfg = parse_config(
+            &text,
+            &cfg_path.display().to_string(),
+            sched_text.as_deref().map(|t| (t, sched_name.as_str())),
+        )?;
+        let bytes = read(&weights_path)?;
+        model_from_bytes(&bytes, &weights_path.display().to_string(), cfg)
+    }
+}

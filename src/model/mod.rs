@@ -1,0 +1,13 @@
+//! The network: its config, its plan (the wiring every backend runs) and its weights.
+
+pub mod config;
+pub mod load;
+pub mod unet;
+pub mod weights;
+
+pub use config::{Config, DiffusionConfig, ModelConfig};
+#[cfg(not(target_arch = "wasm32"))]
+pub use load::load_model;
+pub use load::{model_from_bytes, parse_config, Model};
+pub use unet::{Op, Plan, Resample, Slot, View};
+pub use weights::Weights;

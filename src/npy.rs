@@ -1,0 +1,175 @@
+//! .npy in and out (float32 and uint8, C order), and an uncompressed .npz writer, which is
+//! all the FID tools and `--init-noise` need.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out
+}
+
+pub fn to_bytes_f32(t: &Tensor) -> Vec<u8> {
+    let mut out = header("<f4", &t.shape);
+    out.extend(t.data.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+pub fn to_bytes_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = header("|u1", shape);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Parse a float32 (or float64, widened) C-order .npy.
+pub fn parse_f32(bytes: &[u8], path: &str) -> Result<Tensor> {
+    let bad = |why: String| Error::Npy {
+        path: path.to_string(),
+        why,
+    };
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("missing the \\x93NUMPY magic".into()));
+    }
+    let (hlen, hstart) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        v => return Err(bad(format!("unsupported version {v}"))),
+    };
+    let h = bytes
+        .get(hstart..hstart + hlen)
+        .ok_or_else(|| bad("header runs past the end of the file".into()))?;
+    let h = std::str::from_utf8(h).map_err(|_| bad("header is not text".into()))?;
+    let field = |key: &str| -> Option<&str> {
+        let i = h.find(&format!("'{key}'"))? + key.len() + 2;
+        Some(h[i..].trim_start().trim_start_matches(':').trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|s| s.strip_prefix('\''))
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| bad("no descr in header".into()))?;
+    if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
+        return Err(bad(
+            "Fortran order is not supported; save with C order".into()
+        ));
+    }
+    let shape_s = field("shape")
+        .and_then(|s| s.strip_prefix('('))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no shape in header".into()))?;
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad(format!("bad shape entry {s:?}"))))
+        .collect::<Result<_>>()?;
+    let body = &bytes[hstart + hlen..];
+    let n: usize = shape.iter().product();
+    let (size, wide) = match descr {
+        "<f4" => (4, false),
+        "<f8" => (8, true),
+        _ => return Err(bad(format!("dtype {descr:?} is not float32 (<f4)"))),
+    };
+    if body.len() != n * size {
+        return Err(bad(format!(
+            "shape {shape:?} needs {} data bytes, found {}",
+            n * size,
+            body.len()
+        )));
+    }
+    let data = if wide {
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect()
+    } else {
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    Ok(Tensor { shape, data })
+}
+
+/// An uncompressed (stored) zip holding the given members, as numpy.savez writes.
+pub fn npz(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in members {
+        let crc = crc32fast::hash(data);
+        let offset = out.len() as u32;
+        let local = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&sig.to_le_bytes());
+            if central {
+                h.extend_from_slice(&20u16.to_le_bytes()); // made by
+            }
+            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            h.extend_from_slice(&0u16.to_le_bytes()); // flags
+            h.extend_from_slice(&0u16.to_le_bytes()); // stored
+            h.extend_from_slice(&0u32.to_le_bytes()); // time + date
+            h.extend_from_slice(&crc.to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+            if central {
+                h.extend_from_slice(&[0u8; 8]); // comment, disk, internal attrs
+                h.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        out.extend(local(0x0403_4b50, false));
+        out.extend_from_slice(data);
+        central.extend(local(0x0201_4b50, true));
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_round_trip() {
+        let t = Tensor::new(vec![2, 3], vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0]).unwrap();
+        let b = to_bytes_f32(&t);
+        assert_eq!(
+            b[..10].len() + u16::from_le_bytes([b[8], b[9]]) as usize,
+            128
+        );
+        assert_eq!(parse_f32(&b, "x").unwrap(), t);
+    }
+
+    #[test]
+    fn wrong_dtype_is_named() {
+        let b = to_bytes_u8(&[3], &[1, 2, 3]);
+        let e = parse_f32(&b, "noise.npy").unwrap_err().to_string();
+        assert!(e.contains("noise.npy") && e.contains("|u1"), "{e}");
+    }
+}
