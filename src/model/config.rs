@@ -84,7 +84,7 @@ impl ModelConfig {
             ));
         }
         for &m in &self.ch_mult {
-            if m == 0 || (self.ch * m) % 32 != 0 {
+            if m == 0 || !(self.ch * m).is_multiple_of(32) {
                 return Err(bad(format!(
                     "ch {} × ch_mult {m} is not a multiple of the 32 GroupNorm groups",
                     self.ch
@@ -93,14 +93,14 @@ impl ModelConfig {
         }
         let levels = self.ch_mult.len() as u32;
         let f = 1usize << (levels - 1);
-        if self.resolution == 0 || self.resolution % f != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(f) {
             return Err(bad(format!(
                 "resolution {} is not divisible by 2^{} (one halving per level below the first)",
                 self.resolution,
                 levels - 1
             )));
         }
-        if self.ch % 2 != 0 || self.ch < 4 {
+        if !self.ch.is_multiple_of(2) || self.ch < 4 {
             return Err(bad(format!("ch {} must be even and at least 4", self.ch)));
         }
         Ok(())

@@ -132,3 +132,41 @@ mod native {
         model_from_bytes(&bytes, &weights_path.display().to_string(), cfg)
     }
 }
+
+/// A model with seeded random weights (fan-in scaled normals, GroupNorm at identity): for
+/// benchmarks and for tests at sizes too big to commit.
+pub fn random_model(config: Config, seed: u64) -> Model {
+    let plan = Plan::new(&config.model);
+    let tensors = plan
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n: usize = p.shape.iter().product();
+            let is_norm_weight = p.shape.len() == 1 && p.name.ends_with(".weight");
+            let data = if is_norm_weight {
+                vec![1.0; n]
+            } else if p.shape.len() == 1 {
+                vec![0.0; n]
+            } else {
+                let fan_in: usize = p.shape[1..].iter().product();
+                let s = (fan_in as f32).sqrt().recip();
+                let mut v = vec![0.0; n];
+                crate::rng::fill_normal(seed, 0x5745_4947, i as u32, &mut v);
+                v.iter_mut().for_each(|x| *x *= s);
+                v
+            };
+            crate::tensor::Tensor {
+                shape: p.shape.clone(),
+                data,
+            }
+        })
+        .collect();
+    Model {
+        config,
+        plan,
+        weights: Weights { tensors },
+        source: format!("random weights (seed {seed})"),
+        dtypes: vec!["F32".into()],
+    }
+}

@@ -344,9 +344,9 @@ impl Plan {
         b.conv("conv_in", x, skip_view(0), 3, Resample::None, None, None);
         let mut h = skip_view(0);
         let mut k = 1;
-        for i in 0..levels {
+        for (i, &r) in res.iter().enumerate() {
             for j in 0..cfg.num_res_blocks {
-                let a = has_attn(res[i]).then(|| format!("down.{i}.attn.{j}"));
+                let a = has_attn(r).then(|| format!("down.{i}.attn.{j}"));
                 b.block(&format!("down.{i}.block.{j}"), a, h, skip_view(k));
                 h = skip_view(k);
                 k += 1;

@@ -1,1 +1,71 @@
-fn main() {}
+//! `ddim`: sample, interpolate, reconstruct and inspect DDPM UNet checkpoints with DDIM.
+
+mod bench;
+mod common;
+mod info;
+mod interpolate;
+mod output;
+mod progress;
+mod reconstruct;
+mod sample;
+mod schedule;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ddim",
+    version,
+    about = "DDIM sampling for the DDPM UNet (ermongroup/ddim, diffusers UNet2DModel)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a beta schedule and its derived values (and a timestep sequence).
+    Schedule(schedule::Args),
+    /// Generate samples.
+    Sample(sample::Args),
+    /// Slerp between the x_T of two seeds and decode every frame.
+    Interpolate(interpolate::Args),
+    /// Encode images to x_T with the reversed DDIM ODE, then decode them again.
+    Reconstruct(reconstruct::Args),
+    /// Describe a model (parameters, FLOPs, tensors) or the compute devices.
+    Info(info::Args),
+    /// Time the network's forward pass on random weights.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Schedule(a) => schedule::run(a),
+        Cmd::Sample(a) => sample::run(a),
+        Cmd::Interpolate(a) => interpolate::run(a),
+        Cmd::Reconstruct(a) => reconstruct::run(a),
+        Cmd::Info(a) => info::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for anything the user can fix (bad file, key, value); 130 when cancelled; else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use ddim_webgpu::Error as E;
+    match e.downcast_ref::<E>() {
+        Some(E::Backend(_)) => 1,
+        Some(E::Cancelled) => 130,
+        Some(_) => 2,
+        None => 1,
+    }
+}

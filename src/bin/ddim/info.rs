@@ -1,0 +1,78 @@
+//! `ddim info`: what a model is (config, parameters, FLOPs, tensors) and which devices exist.
+
+use crate::common::{self, BackendKind, ModelArgs};
+use anyhow::Result;
+use clap::Args as ClapArgs;
+use ddim_webgpu::Error;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// A .safetensors file or diffusers folder.
+    model: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// List the compute devices instead.
+    #[arg(long)]
+    devices: bool,
+    /// Print every tensor with its shape.
+    #[arg(long)]
+    tensors: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.devices {
+        println!(
+            "cpu: {} threads (GEMM: gemm crate, runtime SIMD dispatch)",
+            rayon::current_num_threads()
+        );
+        println!("gpu: not in this build");
+        return Ok(());
+    }
+    if a.model.is_none() {
+        return Err(Error::invalid("model", "give a model path, or --devices").into());
+    }
+    let m = common::load(&ModelArgs {
+        model: a.model,
+        config: a.config,
+        backend: BackendKind::Cpu,
+    })?;
+    let c = &m.config.model;
+    let d = &m.config.diffusion;
+    let macs = m.plan.macs_per_image();
+    println!("model:        {}", m.source);
+    println!("stored as:    {}", m.dtypes.join(", "));
+    println!(
+        "network:      ch {}, ch_mult {:?}, {} res blocks, attention at {:?}, {}×{}×{} → {} channels{}",
+        c.ch,
+        c.ch_mult,
+        c.num_res_blocks,
+        c.attn_resolutions,
+        c.in_channels,
+        c.resolution,
+        c.resolution,
+        c.out_ch,
+        if c.resamp_with_conv { "" } else { ", resampling without conv" }
+    );
+    println!(
+        "parameters:   {} ({:.2} M)",
+        m.plan.param_count(),
+        m.plan.param_count() as f64 / 1e6
+    );
+    println!(
+        "FLOPs/image:  {:.3} G per forward ({:.3} G multiply-adds)",
+        2.0 * macs as f64 / 1e9,
+        macs as f64 / 1e9
+    );
+    println!(
+        "diffusion:    {:?} betas {}..{}, T = {}, prediction {:?}",
+        d.beta_schedule, d.beta_start, d.beta_end, d.num_timesteps, d.prediction
+    );
+    println!("tensors:      {}", m.plan.params.len());
+    if a.tensors {
+        for p in &m.plan.params {
+            println!("  {:<44} {:?}", p.name, p.shape);
+        }
+    }
+    Ok(())
+}

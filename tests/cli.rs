@@ -1,0 +1,411 @@
+//! The `ddim` command line: its output contract, and clear exit-2 errors with no partial
+//! output for every kind of bad input.
+
+mod common;
+
+use common::{assert_close, fixture, get, read_tensors};
+use ddim_webgpu::npy;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ddim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ddim-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny() -> String {
+    fixture("tiny/model.safetensors").display().to_string()
+}
+
+fn read_npy(p: &Path) -> ddim_webgpu::Tensor {
+    npy::parse_f32(&std::fs::read(p).unwrap(), "out").unwrap()
+}
+
+/// Exit code 2, a message containing every `needle`, and nothing at `out`.
+fn assert_bad(args: &[&str], needles: &[&str], out: &Path) {
+    let o = ddim(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "args {args:?}: stderr lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{} was written", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+}
+
+#[test]
+fn sample_npy_reproduces_the_official_sampler() {
+    let d = scratch("npy");
+    let out = d.join("x.npy");
+    let xt = fixture("tiny/xT.npy").display().to_string();
+    let o = ddim(&[
+        "sample",
+        "--model",
+        &tiny(),
+        "--init-noise",
+        &xt,
+        "--steps",
+        "10",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read_tensors("tiny/ref.safetensors");
+    assert_close(
+        "cli uniform S=10",
+        &read_npy(&out),
+        &get(&r, "sample_uniform_s10"),
+        1e-3,
+    );
+}
+
+#[test]
+fn output_kinds_and_resume() {
+    let d = scratch("kinds");
+    let m = tiny();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "sample", "--model", &m, "--steps", "3", "--n", "3", "--seed", "7", "--eta", "0.5",
+        ];
+        a.extend_from_slice(extra);
+        let out_s = out.to_str().unwrap().to_string();
+        a.extend_from_slice(&["--out", &out_s]);
+        let o = ddim(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // .npy, then the same seed again with batch 1: identical.
+    run(&d.join("a.npy"), &[]);
+    run(&d.join("b.npy"), &["--batch", "1"]);
+    let (a, b) = (read_npy(&d.join("a.npy")), read_npy(&d.join("b.npy")));
+    assert_eq!(a.shape, vec![3, 3, 16, 16]);
+    assert!(a.max_abs_diff(&b).unwrap() <= 1e-5 * a.max_abs());
+
+    // .npz: uint8 NHWC under arr_0, the same pixels as the .npy.
+    run(&d.join("c.npz"), &[]);
+    let z = std::fs::read(d.join("c.npz")).unwrap();
+    assert_eq!(&z[..4], b"PK\x03\x04");
+    assert_eq!(&z[30..39], b"arr_0.npy");
+    let body = &z[39..];
+    let hlen = u16::from_le_bytes([body[8], body[9]]) as usize;
+    let header = std::str::from_utf8(&body[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'|u1'") && header.contains("(3, 16, 16, 3)"),
+        "{header}"
+    );
+    let px = &body[10 + hlen..10 + hlen + 3 * 16 * 16 * 3];
+    let v = a.data[0]; // sample 0, channel 0, pixel 0
+    assert_eq!(
+        px[0],
+        (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8
+    );
+
+    // .png: a 3-image grid (2 columns) with a 2-pixel border.
+    run(&d.join("g.png"), &[]);
+    let png = std::fs::read(d.join("g.png")).unwrap();
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((w, h), (2 * 18 + 2, 2 * 18 + 2));
+
+    // A folder resumes: remove the last two files and they come back identical.
+    let dir = d.join("imgs");
+    run(&dir, &["--batch", "1"]);
+    let want: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(dir.join(format!("{i}.png"))).unwrap())
+        .collect();
+    std::fs::remove_file(dir.join("1.png")).unwrap();
+    std::fs::remove_file(dir.join("2.png")).unwrap();
+    let o = ddim(&[
+        "sample",
+        "--model",
+        &m,
+        "--steps",
+        "3",
+        "--n",
+        "3",
+        "--seed",
+        "7",
+        "--eta",
+        "0.5",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at sample 1"));
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            &std::fs::read(dir.join(format!("{i}.png"))).unwrap(),
+            w,
+            "{i}.png"
+        );
+    }
+}
+
+#[test]
+fn sequence_and_ddpm_and_interpolate() {
+    let d = scratch("modes");
+    let m = tiny();
+    let seq = d.join("seq.npy");
+    let o = ddim(&[
+        "sample",
+        "--model",
+        &m,
+        "--steps",
+        "4",
+        "--n",
+        "2",
+        "--sampler",
+        "ddpm",
+        "--out",
+        d.join("s.npy").to_str().unwrap(),
+        "--sequence",
+        seq.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = read_npy(&seq);
+    assert_eq!(s.shape, vec![4, 2, 3, 16, 16]);
+    // ddpm clamps x0, and its last step returns that x0.
+    assert!(s.max_abs() <= 1.0 + 1e-6);
+    let last = read_npy(&d.join("s.npy"));
+    assert_eq!(&s.data[3 * 2 * 768..], &last.data[..]);
+
+    // Interpolation endpoints are the plain samples of each seed.
+    let o = ddim(&[
+        "interpolate",
+        "--model",
+        &m,
+        "--steps",
+        "3",
+        "--seed-a",
+        "3",
+        "--seed-b",
+        "9",
+        "--frames",
+        "3",
+        "--out",
+        d.join("i.npy").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let frames = read_npy(&d.join("i.npy"));
+    for (seed, f) in [("3", 0), ("9", 2)] {
+        let p = d.join(format!("seed{seed}.npy"));
+        assert!(ddim(&[
+            "sample",
+            "--model",
+            &m,
+            "--steps",
+            "3",
+            "--n",
+            "1",
+            "--seed",
+            seed,
+            "--out",
+            p.to_str().unwrap()
+        ])
+        .status
+        .success());
+        let one = read_npy(&p);
+        let fr = frames.slice_batch(f, f + 1);
+        assert!(
+            one.max_abs_diff(&fr).unwrap() <= 1e-5 * one.max_abs().max(1.0),
+            "frame {f}"
+        );
+    }
+}
+
+#[test]
+fn reconstruct_round_trip() {
+    let d = scratch("recon");
+    let m = tiny();
+    let x = d.join("x.npy");
+    assert!(ddim(&[
+        "sample",
+        "--model",
+        &m,
+        "--steps",
+        "5",
+        "--n",
+        "2",
+        "--out",
+        x.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let (out, lat) = (d.join("r.npy"), d.join("z.npy"));
+    let o = ddim(&[
+        "reconstruct",
+        "--model",
+        &m,
+        "--steps",
+        "20",
+        "--input",
+        x.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--latent-out",
+        lat.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("PSNR"), "{err}");
+    assert_eq!(read_npy(&out).shape, vec![2, 3, 16, 16]);
+    assert_eq!(read_npy(&lat).shape, vec![2, 3, 16, 16]);
+}
+
+#[test]
+fn schedule_json_contract() {
+    let o = ddim(&[
+        "schedule",
+        "--timesteps",
+        "100",
+        "--steps",
+        "10",
+        "--skip",
+        "quad",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev"] {
+        assert_eq!(v[k].as_array().unwrap().len(), 100, "{k}");
+    }
+    assert_eq!(v["betas"][1].as_f64().unwrap(), 0.00030101010101010104);
+    assert_eq!(v["alphas_cumprod_prev"][0].as_f64().unwrap(), 1.0);
+    let ts: Vec<i64> = v["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    assert_eq!(ts.len(), 10);
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]) && ts[9] == 0);
+    let table = ddim(&["schedule", "--schedule", "cosine", "--timesteps", "10"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("alphas_cumprod_prev") && text.lines().count() == 11,
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let d = scratch("bad");
+    let out_dir = d.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("x.png");
+    let o = out.to_str().unwrap();
+    let good = std::fs::read(fixture("tiny/model.safetensors")).unwrap();
+    let cfg = fixture("tiny/config.yml").display().to_string();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let truncated = write("truncated.safetensors", &good[..good.len() / 2]);
+    let garbage = write(
+        "garbage.safetensors",
+        b"this is not a safetensors file at all, just text",
+    );
+    let mut long = good[..64].to_vec();
+    long[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let long = write("longheader.safetensors", &long);
+    for (p, needle) in [
+        (&truncated, "truncated"),
+        (&garbage, "header"),
+        (&long, "larger than the file"),
+    ] {
+        assert_bad(
+            &["sample", "--model", p, "--config", &cfg, "--out", o],
+            &[p.as_str(), needle],
+            &out,
+        );
+    }
+    // A config that does not fit the weights lists what is wrong.
+    let odd = fixture("tiny_odd/config.yml").display().to_string();
+    assert_bad(
+        &["sample", "--model", &tiny(), "--config", &odd, "--out", o],
+        &["missing keys", "unexpected keys", "wrong shapes"],
+        &out,
+    );
+    // Init noise of the wrong shape.
+    let wrong = fixture("tiny_odd/xT.npy").display().to_string();
+    assert_bad(
+        &[
+            "sample",
+            "--model",
+            &tiny(),
+            "--init-noise",
+            &wrong,
+            "--out",
+            o,
+        ],
+        &["--init-noise", "[2, 3, 16, 16]"],
+        &out,
+    );
+    // Missing files.
+    assert_bad(
+        &[
+            "sample",
+            "--model",
+            "/nonexistent/m.safetensors",
+            "--config",
+            &cfg,
+            "--out",
+            o,
+        ],
+        &["/nonexistent/m.safetensors"],
+        &out,
+    );
+    assert_bad(
+        &[
+            "sample",
+            "--model",
+            &tiny(),
+            "--config",
+            "/nonexistent/c.yml",
+            "--out",
+            o,
+        ],
+        &["/nonexistent/c.yml"],
+        &out,
+    );
+    // Bad numbers.
+    for (args, needle) in [
+        (vec!["--steps", "0"], "steps"),
+        (vec!["--steps", "1001"], "1001"),
+        (vec!["--eta", "-0.5"], "eta"),
+        (vec!["--eta", "NaN"], "eta"),
+        (vec!["--n", "0"], "n"),
+        (vec!["--skip", "sideways"], "sideways"),
+    ] {
+        let mut a = vec!["sample", "--model", "", "--out", o];
+        let tiny_s = tiny();
+        a[2] = &tiny_s;
+        a.extend_from_slice(&args);
+        assert_bad(&a, &[needle], &out);
+    }
+    assert_bad(
+        &[
+            "sample",
+            "--model",
+            &tiny(),
+            "--out",
+            out_dir.join("x.jpg").to_str().unwrap(),
+        ],
+        &["x.jpg"],
+        &out,
+    );
+}
