@@ -466,8 +466,10 @@ impl Plan {
                 first[s] = first[s].min(i);
             }
         }
-        first[self.input] = 0;
-        first[self.temb] = 0;
+        // Slots no op writes (the image, the timestep embedding) are filled before op 0.
+        for f in first.iter_mut().filter(|f| **f == usize::MAX) {
+            *f = 0;
+        }
         let mut order: Vec<usize> = (0..self.slots.len()).collect();
         order.sort_by_key(|&s| first[s]);
         let mut buf_of = vec![usize::MAX; self.slots.len()];

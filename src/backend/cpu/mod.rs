@@ -62,10 +62,15 @@ where
 
 impl CpuBackend {
     pub fn new(model: &Model) -> Self {
-        let (buf_of, buf_len) = model.plan.assign_buffers();
+        Self::with_plan(model.plan.clone(), model.weights.tensors.clone())
+    }
+
+    /// Run any plan (the twin tests run single-op plans).
+    pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
+        let (buf_of, buf_len) = plan.assign_buffers();
         CpuBackend {
-            plan: model.plan.clone(),
-            weights: model.weights.tensors.clone(),
+            plan,
+            weights,
             buf_of,
             buf_len,
             bufs: Vec::new(),
@@ -213,26 +218,31 @@ impl CpuBackend {
         self.bufs[ob] = out;
     }
 
-    /// The network on n images; returns the output slot's values.
-    fn run(&mut self, x: &[f32], t: &[f32]) -> Vec<f32> {
-        let n = t.len();
+    /// Run the plan on n images: `inputs` fill slots, `output` is read back.
+    pub fn execute(&mut self, n: usize, inputs: &[(usize, &[f32])], output: usize) -> Vec<f32> {
         self.ensure(n);
-        let (inp, temb) = (self.plan.input, self.plan.temb);
-        let il = self.plan.slots[inp].len();
-        self.bufs[self.buf_of[inp]][..il * n].copy_from_slice(x);
-        let ch = self.plan.config.ch;
-        let tb = self.buf_of[temb];
-        for (i, &ti) in t.iter().enumerate() {
-            self.bufs[tb][i * ch..(i + 1) * ch].copy_from_slice(&timestep_embedding(ti, ch));
+        for (slot, data) in inputs {
+            let len = self.plan.slots[*slot].len() * n;
+            self.bufs[self.buf_of[*slot]][..len].copy_from_slice(data);
         }
         let ops = std::mem::take(&mut self.plan.ops);
         for op in &ops {
             self.run_op(op, n);
         }
         self.plan.ops = ops;
-        let out = self.plan.output;
-        let ol = self.plan.slots[out].len();
-        self.bufs[self.buf_of[out]][..ol * n].to_vec()
+        let ol = self.plan.slots[output].len();
+        self.bufs[self.buf_of[output]][..ol * n].to_vec()
+    }
+
+    /// The network on n images at timesteps t.
+    fn run(&mut self, x: &[f32], t: &[f32]) -> Vec<f32> {
+        let ch = self.plan.config.ch;
+        let temb: Vec<f32> = t
+            .iter()
+            .flat_map(|&ti| timestep_embedding(ti, ch))
+            .collect();
+        let (inp, ts, out) = (self.plan.input, self.plan.temb, self.plan.output);
+        self.execute(t.len(), &[(inp, x), (ts, &temb)], out)
     }
 
     fn image_shape(&self, n: usize, c: usize) -> Vec<usize> {

@@ -3,6 +3,8 @@
 use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
 use ddim_webgpu::backend::cpu::CpuBackend;
+use ddim_webgpu::backend::gpu::device::{describe, is_software, Gpu};
+use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::model::{load_model, Model};
 use ddim_webgpu::schedule::{self, FinalAlpha, Prediction, Sampler, Skip, StepCoeffs, StepOptions};
@@ -71,22 +73,32 @@ pub fn load(args: &ModelArgs) -> Result<Model> {
     Ok(load_model(path, args.config.as_deref())?)
 }
 
+/// The backend to run on. `auto` takes a hardware GPU when there is one; a software adapter
+/// (lavapipe, SwiftShader, WARP) is slower than our CPU backend, so it counts as none.
 pub fn backend(kind: BackendKind, model: &Model) -> Result<Box<dyn Backend>> {
+    let cpu = || -> Box<dyn Backend> { Box::new(CpuBackend::new(model)) };
     match kind {
-        BackendKind::Gpu => Err(Error::invalid(
-            "backend",
-            "gpu: this build has no GPU backend yet; use --backend cpu",
-        )
-        .into()),
-        BackendKind::Cpu | BackendKind::Auto => {
-            let b = CpuBackend::new(model);
-            if kind == BackendKind::Auto {
-                eprintln!(
-                    "backend: {} (auto: no GPU backend in this build)",
-                    b.describe()
-                );
-            }
+        BackendKind::Cpu => Ok(cpu()),
+        BackendKind::Gpu => {
+            let b = GpuBackend::new(model)?;
+            eprintln!("backend: {}", b.describe());
             Ok(Box::new(b))
+        }
+        BackendKind::Auto => {
+            let why = match pollster::block_on(Gpu::adapter()) {
+                None => "no GPU adapter".to_string(),
+                Some(a) if is_software(&a.get_info()) => {
+                    format!("{} is a software adapter", describe(&a.get_info()))
+                }
+                Some(a) => {
+                    let b = GpuBackend::with_adapter(model, a)?;
+                    eprintln!("backend: {} (auto)", b.describe());
+                    return Ok(Box::new(b));
+                }
+            };
+            let b = cpu();
+            eprintln!("backend: {} (auto: {why})", b.describe());
+            Ok(b)
         }
     }
 }

@@ -26,7 +26,36 @@ pub fn run(a: Args) -> Result<()> {
             "cpu: {} threads (GEMM: gemm crate, runtime SIMD dispatch)",
             rayon::current_num_threads()
         );
-        println!("gpu: not in this build");
+        let adapters = pollster::block_on(ddim_webgpu::backend::gpu::device::adapters());
+        if adapters.is_empty() {
+            println!("gpu: no adapter found");
+        }
+        for (info, l, f) in adapters {
+            let soft = if ddim_webgpu::backend::gpu::device::is_software(&info) {
+                " (software: `--backend auto` prefers the CPU)"
+            } else {
+                ""
+            };
+            println!(
+                "gpu: {}{soft}",
+                ddim_webgpu::backend::gpu::device::describe(&info)
+            );
+            println!("  driver: {} {}", info.driver, info.driver_info);
+            println!(
+                "  limits: storage binding {} MiB, buffer {} MiB, {} storage buffers/stage, workgroup {} invocations, {} KiB workgroup memory",
+                l.max_storage_buffer_binding_size >> 20,
+                l.max_buffer_size >> 20,
+                l.max_storage_buffers_per_shader_stage,
+                l.max_compute_invocations_per_workgroup,
+                l.max_compute_workgroup_storage_size >> 10
+            );
+            println!(
+                "  features: shader-f16 {}, timestamp-query {}, subgroups {}",
+                f.contains(wgpu::Features::SHADER_F16),
+                f.contains(wgpu::Features::TIMESTAMP_QUERY),
+                f.contains(wgpu::Features::SUBGROUP)
+            );
+        }
         return Ok(());
     }
     if a.model.is_none() {

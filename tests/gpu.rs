@@ -1,0 +1,523 @@
+//! The WGSL kernels against their CPU twins, and the GPU backend against the PyTorch fixtures
+//! and the CPU backend. CI runs these on lavapipe (Vulkan on the CPU). Without any adapter they
+//! are skipped, unless DDIM_REQUIRE_GPU is set (CI sets it), in which case they fail.
+
+mod common;
+
+use common::{assert_close, fixture, get, read_tensors};
+use ddim_webgpu::backend::cpu::CpuBackend;
+use ddim_webgpu::backend::gpu::device::Gpu;
+use ddim_webgpu::backend::gpu::GpuBackend;
+use ddim_webgpu::backend::{Backend, NoiseKey};
+use ddim_webgpu::model::config::ModelConfig;
+use ddim_webgpu::model::unet::Param;
+use ddim_webgpu::model::{load_model, random_model, Config, Model, Op, Plan, Resample, Slot, View};
+use ddim_webgpu::rng;
+use ddim_webgpu::sampler::{self, Job};
+use ddim_webgpu::schedule::{step_table, timesteps, Sampler, Skip, StepCoeffs, StepOptions};
+use ddim_webgpu::Tensor;
+
+fn gpu() -> Option<Gpu> {
+    match pollster::block_on(Gpu::adapter()) {
+        Some(a) => Some(pollster::block_on(Gpu::open(a)).unwrap()),
+        None if std::env::var_os("DDIM_REQUIRE_GPU").is_some() => {
+            panic!("DDIM_REQUIRE_GPU is set but wgpu found no adapter")
+        }
+        None => {
+            eprintln!("skipped: no GPU adapter");
+            None
+        }
+    }
+}
+
+fn randn(seed: u32, n: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    rng::fill_normal(77, 5, seed, &mut v);
+    v
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let m = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |d, (x, y)| d.max((x - y).abs()))
+        / m
+}
+
+fn dummy_config() -> ModelConfig {
+    ModelConfig {
+        ch: 32,
+        out_ch: 3,
+        ch_mult: vec![1],
+        num_res_blocks: 1,
+        attn_resolutions: vec![],
+        in_channels: 3,
+        resolution: 8,
+        resamp_with_conv: true,
+    }
+}
+
+/// One op over hand-made slots; every slot the op reads is filled with noise, and the slot it
+/// writes is compared between the two backends.
+fn twin(
+    gpu: Gpu,
+    what: &str,
+    slots: Vec<Slot>,
+    params: Vec<Vec<usize>>,
+    op: Op,
+    n: usize,
+    tol: f32,
+) -> Gpu {
+    let out = op.writes()[0];
+    let params: Vec<Param> = params
+        .into_iter()
+        .enumerate()
+        .map(|(i, shape)| Param {
+            name: format!("p{i}"),
+            shape,
+        })
+        .collect();
+    let weights: Vec<Tensor> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let numel: usize = p.shape.iter().product();
+            let fan = p
+                .shape
+                .get(1..)
+                .map_or(1, |s| s.iter().product::<usize>())
+                .max(1);
+            let v = randn(1000 + i as u32, numel)
+                .iter()
+                .map(|x| x / (fan as f32).sqrt())
+                .collect();
+            Tensor::new(p.shape.clone(), v).unwrap()
+        })
+        .collect();
+    let plan = Plan {
+        config: dummy_config(),
+        params,
+        slots: slots.clone(),
+        ops: vec![op.clone()],
+        input: 0,
+        temb: 0,
+        output: out,
+    };
+    let inputs: Vec<(usize, Vec<f32>)> = op
+        .reads()
+        .into_iter()
+        .map(|s| (s, randn(s as u32, slots[s].len() * n)))
+        .collect();
+    let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
+    let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, out);
+    let mut g = GpuBackend::with_plan(gpu, plan, &weights).unwrap();
+    let got = g.execute(n, &refs, out).unwrap();
+    // Compare only the channels the op wrote.
+    let View { c_off, c, .. } = match op {
+        Op::Conv { y, .. }
+        | Op::GroupNorm { y, .. }
+        | Op::Attention { y, .. }
+        | Op::AvgPool { y, .. }
+        | Op::Upsample { y, .. } => y,
+        Op::Linear { y, .. } => View {
+            slot: y,
+            c_off: 0,
+            c: slots[y].len(),
+        },
+    };
+    let (h, w) = slots[out].hw();
+    let per = slots[out].len();
+    for i in 0..n {
+        let r = i * per + c_off * h * w..i * per + (c_off + c) * h * w;
+        let e = max_rel(&got[r.clone()], &want[r]);
+        assert!(e <= tol, "{what}: image {i}: rel err {e:e}");
+    }
+    eprintln!("{what}: ok");
+    g.into_gpu()
+}
+
+fn map(c: usize, h: usize, w: usize) -> Slot {
+    Slot::Map { c, h, w }
+}
+
+#[test]
+fn conv_kernel_matches_its_twin() {
+    let Some(mut g) = gpu() else { return };
+    for &(ci, co, h, w) in &[
+        (3, 32, 7, 5),
+        (32, 64, 8, 8),
+        (64, 32, 6, 10),
+        (96, 33, 3, 4),
+        (5, 7, 1, 1),
+    ] {
+        for &(k, r) in &[
+            (3, Resample::None),
+            (1, Resample::None),
+            (3, Resample::Down),
+            (3, Resample::Up),
+        ] {
+            if r == Resample::Down && (h < 2 || w < 2 || h % 2 == 1 || w % 2 == 1) {
+                continue;
+            }
+            let (ho, wo) = match r {
+                Resample::Up => (2 * h, 2 * w),
+                Resample::Down => (h / 2, w / 2),
+                Resample::None => (h, w),
+            };
+            // Read from channels 2.. of a wider slot and write channels 3.. of another, as the
+            // skip concatenation does; add a temb vector and a residual.
+            let slots = vec![
+                map(ci + 2, h, w),
+                Slot::Vector { len: co },
+                map(co, ho, wo),
+                map(co + 3, ho, wo),
+            ];
+            let op = Op::Conv {
+                x: View {
+                    slot: 0,
+                    c_off: 2,
+                    c: ci,
+                },
+                y: View {
+                    slot: 3,
+                    c_off: 3,
+                    c: co,
+                },
+                w: 0,
+                b: 1,
+                k,
+                resample: r,
+                temb: Some(1),
+                residual: Some(View {
+                    slot: 2,
+                    c_off: 0,
+                    c: co,
+                }),
+            };
+            g = twin(
+                g,
+                &format!("conv {ci}->{co} {h}x{w} k{k} {r:?}"),
+                slots,
+                vec![vec![co, ci, k, k], vec![co]],
+                op,
+                3,
+                1e-5,
+            );
+            let plain = Op::Conv {
+                x: View {
+                    slot: 0,
+                    c_off: 0,
+                    c: ci,
+                },
+                y: View {
+                    slot: 1,
+                    c_off: 0,
+                    c: co,
+                },
+                w: 0,
+                b: 1,
+                k,
+                resample: r,
+                temb: None,
+                residual: None,
+            };
+            g = twin(
+                g,
+                &format!("plain conv {ci}->{co} {h}x{w} k{k} {r:?}"),
+                vec![map(ci, h, w), map(co, ho, wo)],
+                vec![vec![co, ci, k, k], vec![co]],
+                plain,
+                2,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn norm_linear_attention_resample_match_their_twins() {
+    let Some(mut g) = gpu() else { return };
+    for &(c, h, w) in &[(32, 7, 5), (64, 8, 8), (96, 17, 1), (256, 4, 4)] {
+        for swish in [false, true] {
+            let op = Op::GroupNorm {
+                x: View {
+                    slot: 0,
+                    c_off: 0,
+                    c,
+                },
+                y: View {
+                    slot: 1,
+                    c_off: 0,
+                    c,
+                },
+                gamma: 0,
+                beta: 1,
+                swish,
+            };
+            g = twin(
+                g,
+                &format!("group norm {c} {h}x{w} swish {swish}"),
+                vec![map(c, h, w), map(c, h, w)],
+                vec![vec![c], vec![c]],
+                op,
+                2,
+                2e-5,
+            );
+        }
+    }
+    for &(ni, no, swish) in &[(128, 512, true), (37, 5, false)] {
+        let op = Op::Linear {
+            x: 0,
+            y: 1,
+            w: 0,
+            b: 1,
+            swish,
+        };
+        g = twin(
+            g,
+            &format!("linear {ni}->{no}"),
+            vec![Slot::Vector { len: ni }, Slot::Vector { len: no }],
+            vec![vec![no, ni], vec![no]],
+            op,
+            3,
+            1e-5,
+        );
+    }
+    for &(c, h, w) in &[(32, 3, 3), (64, 8, 8), (96, 5, 7)] {
+        let v = |s| View {
+            slot: s,
+            c_off: 0,
+            c,
+        };
+        let op = Op::Attention {
+            q: v(0),
+            k: v(1),
+            v: v(2),
+            y: v(3),
+        };
+        g = twin(
+            g,
+            &format!("attention {c} {h}x{w}"),
+            vec![map(c, h, w); 4],
+            vec![],
+            op,
+            2,
+            1e-5,
+        );
+    }
+    let op = Op::AvgPool {
+        x: View {
+            slot: 0,
+            c_off: 0,
+            c: 32,
+        },
+        y: View {
+            slot: 1,
+            c_off: 0,
+            c: 32,
+        },
+    };
+    g = twin(
+        g,
+        "avg pool",
+        vec![map(32, 6, 4), map(32, 3, 2)],
+        vec![],
+        op,
+        2,
+        1e-6,
+    );
+    let op = Op::Upsample {
+        x: View {
+            slot: 0,
+            c_off: 0,
+            c: 32,
+        },
+        y: View {
+            slot: 1,
+            c_off: 0,
+            c: 32,
+        },
+    };
+    twin(
+        g,
+        "upsample",
+        vec![map(32, 3, 5), map(32, 6, 10)],
+        vec![],
+        op,
+        2,
+        0.0,
+    );
+}
+
+fn tiny(name: &str) -> Model {
+    load_model(&fixture(&format!("{name}/model.safetensors")), None).unwrap()
+}
+
+#[test]
+fn step_noise_matches_the_host_generator() {
+    let Some(g) = gpu() else { return };
+    let model = tiny("tiny");
+    let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    // A step whose result is the noise alone.
+    let only_z = StepCoeffs {
+        c_z: 1.0,
+        ..Default::default()
+    };
+    let n = 3;
+    let x = Tensor::zeros(vec![n, 3, 16, 16]);
+    let key = NoiseKey {
+        seed: 0x1234_5678_9abc,
+        first_sample: 5,
+    };
+    be.start(&x, &[only_z, only_z], key).unwrap();
+    be.step(0).unwrap();
+    be.step(1).unwrap();
+    let got = be.latent().unwrap();
+    let want = rng::normal_batch(key.seed, rng::stream_step(1), 5, n, 768);
+    let d = got
+        .data
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(d < 2e-5, "GPU noise differs from the host's by {d}");
+}
+
+#[test]
+fn gpu_matches_pytorch_on_the_fixtures() {
+    let Some(mut g) = gpu() else { return };
+    for name in ["tiny", "tiny_odd"] {
+        let model = tiny(name);
+        let r = read_tensors(&format!("{name}/ref.safetensors"));
+        let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+        let x = get(&r, "x");
+        for (key, t) in [
+            ("eps_t0", [0.0, 0.0]),
+            ("eps_t999", [999.0, 999.0]),
+            ("eps_mixed", [17.0, 903.0]),
+        ] {
+            assert_close(
+                &format!("gpu {name} {key}"),
+                &be.forward(&x, &t).unwrap(),
+                &get(&r, key),
+                1e-4,
+            );
+        }
+        let d = &model.config.diffusion;
+        let sched = d.schedule().unwrap();
+        let xt = get(&r, "xT");
+        let (c, res) = (
+            model.config.model.in_channels,
+            model.config.model.resolution,
+        );
+        for (key, skip, clip) in [
+            ("sample_uniform_s10", Skip::Uniform, None),
+            ("sample_quad_s10", Skip::Quad, None),
+            ("sample_leading_clip_s10", Skip::Leading, Some(1.0)),
+        ] {
+            let seq = timesteps(skip, d.num_timesteps, 10, 0).unwrap();
+            let table = step_table(
+                &sched,
+                &seq,
+                &StepOptions {
+                    clip,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let job = Job {
+                table: &table,
+                seed: 0,
+                first: 0,
+                n: 2,
+                init: Some(&xt),
+                batch: 2,
+                keep_x0: false,
+            };
+            let out = sampler::run(&mut be, &job, c, res, &mut |_| Ok(())).unwrap();
+            assert_close(
+                &format!("gpu {name} {key}"),
+                &out.samples,
+                &get(&r, key),
+                1e-3,
+            );
+        }
+        g = be.into_gpu();
+    }
+}
+
+#[test]
+fn same_seed_same_samples_on_cpu_and_gpu() {
+    let Some(g) = gpu() else { return };
+    let model = tiny("tiny");
+    let mut gb = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    let mut cb = CpuBackend::new(&model);
+    let d = &model.config.diffusion;
+    let sched = d.schedule().unwrap();
+    let seq = timesteps(Skip::Uniform, d.num_timesteps, 10, 0).unwrap();
+    for (what, opt) in [
+        (
+            "eta 1",
+            StepOptions {
+                eta: 1.0,
+                ..Default::default()
+            },
+        ),
+        (
+            "ddpm",
+            StepOptions {
+                sampler: Sampler::Ddpm,
+                ..Default::default()
+            },
+        ),
+        (
+            "eta 0.5 clip",
+            StepOptions {
+                eta: 0.5,
+                clip: Some(1.0),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let table = step_table(&sched, &seq, &opt).unwrap();
+        let job = Job {
+            table: &table,
+            seed: 9,
+            first: 4,
+            n: 3,
+            init: None,
+            batch: 3,
+            keep_x0: true,
+        };
+        let a = sampler::run(&mut cb, &job, 3, 16, &mut |_| Ok(())).unwrap();
+        let b = sampler::run(&mut gb, &job, 3, 16, &mut |_| Ok(())).unwrap();
+        assert_close(&format!("{what}: samples"), &b.samples, &a.samples, 1e-3);
+        assert_close(
+            &format!("{what}: last x0"),
+            &b.x0_seq[9],
+            &a.x0_seq[9],
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn cifar10_sized_model_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/configs/cifar10.yml"
+    ))
+    .unwrap();
+    let cfg: Config = ddim_webgpu::model::parse_config(&text, "cifar10.yml", None).unwrap();
+    let model = random_model(cfg, 3);
+    assert_eq!(model.plan.param_count(), 35_746_307);
+    let x = ddim_webgpu::sampler::initial_noise(1, 0, 1, 3, 32);
+    let want = CpuBackend::new(&model).forward(&x, &[421.0]).unwrap();
+    let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    assert_close(
+        "cifar10 eps",
+        &be.forward(&x, &[421.0]).unwrap(),
+        &want,
+        1e-4,
+    );
+}
