@@ -58,25 +58,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let kk = p.k * p.k;
     let hw = p.h * p.w;
     let xb = img * p.x_stride + p.x_off;
-    for (var c = 0u; c < p.ci; c++) {
-        let xc = xb + c * hw;
-        for (var tap = 0u; tap < kk; tap++) {
-            let ky = tap / p.k;
-            let kx = tap % p.k;
-            var xv: vec4<f32>;
-            for (var j = 0u; j < TN; j++) {
-                let iy = src(oy[j], ky, p.h);
-                let ix = src(ox[j], kx, p.w);
-                if (iy >= 0 && ix >= 0) {
-                    xv[j] = x[xc + u32(iy) * p.w + u32(ix)];
-                } else {
-                    xv[j] = 0.0;
-                }
+    var wrow: array<u32, 4>;
+    for (var i = 0u; i < TM; i++) {
+        wrow[i] = min(o0 + i, p.co - 1u) * p.ci * kk;
+    }
+    // Tap-major: the padding and resampling arithmetic is done once per tap, and the channel
+    // loop inside is plain strided loads and FMAs.
+    for (var tap = 0u; tap < kk; tap++) {
+        let ky = tap / p.k;
+        let kx = tap % p.k;
+        var off = vec4<u32>(0u);
+        var mask = vec4<f32>(0.0);
+        for (var j = 0u; j < TN; j++) {
+            let iy = src(oy[j], ky, p.h);
+            let ix = src(ox[j], kx, p.w);
+            if (iy >= 0 && ix >= 0) {
+                off[j] = u32(iy) * p.w + u32(ix);
+                mask[j] = 1.0;
             }
-            for (var i = 0u; i < TM; i++) {
-                let o = min(o0 + i, p.co - 1u);
-                acc[i] += wt[(o * p.ci + c) * kk + tap] * xv;
-            }
+        }
+        for (var c = 0u; c < p.ci; c++) {
+            let base = xb + c * hw;
+            let xv = vec4<f32>(x[base + off.x], x[base + off.y], x[base + off.z], x[base + off.w]) * mask;
+            let wi = c * kk + tap;
+            acc[0] += wt[wrow[0] + wi] * xv;
+            acc[1] += wt[wrow[1] + wi] * xv;
+            acc[2] += wt[wrow[2] + wi] * xv;
+            acc[3] += wt[wrow[3] + wi] * xv;
         }
     }
     for (var i = 0u; i < TM; i++) {

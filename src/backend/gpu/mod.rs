@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod kernels;
+mod profile;
 
 use super::{Backend, NoiseKey};
 use crate::error::{Error, Result};
@@ -40,6 +41,9 @@ struct Dispatch {
     kernel: fn(&Kernels) -> &Kernel,
     bind: wgpu::BindGroup,
     groups: [u32; 3],
+    /// For the profile: the kernel family and its floating-point work per image.
+    label: &'static str,
+    flops: u64,
 }
 
 /// Everything that depends on the batch size.
@@ -300,10 +304,18 @@ impl GpuBackend {
                         ],
                     );
                     let groups = [ceil(ho * wo, 64), ceil(y.c, 16), n as u32];
+                    let label = match (ks, resample) {
+                        (1, _) => "conv 1x1",
+                        (_, Resample::Down) => "conv 3x3 stride 2",
+                        (_, Resample::Up) => "conv 3x3 upsample",
+                        _ => "conv 3x3",
+                    };
                     ops.push(Dispatch {
                         kernel: |k| &k.conv,
                         bind,
                         groups,
+                        label,
+                        flops: 2 * (x.c * y.c * ks * ks * ho * wo) as u64,
                     });
                 }
                 Op::GroupNorm {
@@ -340,6 +352,8 @@ impl GpuBackend {
                         kernel: |k| &k.group_norm,
                         bind,
                         groups: [32, n as u32, 1],
+                        label: "group norm",
+                        flops: 0,
                     });
                 }
                 Op::Linear { x, y, w, b, swish } => {
@@ -353,6 +367,8 @@ impl GpuBackend {
                         kernel: |k| &k.linear,
                         bind,
                         groups: [ceil(no, 64), n as u32, 1],
+                        label: "linear",
+                        flops: 2 * (ni * no) as u64,
                     });
                 }
                 Op::Attention { q, k: kv, v, y } => {
@@ -381,16 +397,22 @@ impl GpuBackend {
                         kernel: |k| &k.attn_scores,
                         bind: b1,
                         groups: [ceil(hw, 64), ceil(hw, 4), n as u32],
+                        label: "attention scores",
+                        flops: 2 * (q.c * hw * hw) as u64,
                     });
                     ops.push(Dispatch {
                         kernel: |k| &k.attn_softmax,
                         bind: b2,
                         groups: [ceil(hw, 64), n as u32, 1],
+                        label: "attention softmax",
+                        flops: 0,
                     });
                     ops.push(Dispatch {
                         kernel: |k| &k.attn_apply,
                         bind: b3,
                         groups: [ceil(hw, 64), ceil(q.c, 4), n as u32],
+                        label: "attention apply",
+                        flops: 2 * (q.c * hw * hw) as u64,
                     });
                 }
                 Op::AvgPool { x, y } | Op::Upsample { x, y } => {
@@ -414,6 +436,8 @@ impl GpuBackend {
                         kernel,
                         bind,
                         groups: [ceil(items, 64), n as u32, 1],
+                        label: if up { "upsample" } else { "avg pool" },
+                        flops: 0,
                     });
                 }
             }

@@ -1,15 +1,18 @@
-//! `ddim bench`: forward-pass latency of the CPU backend on seeded random weights, for any
-//! config. The PyTorch baseline is tools/bench_torch.py on the same config and batch.
+//! `ddim bench`: forward latency and whole-sample time on seeded random weights, for the CPU
+//! and GPU backends and (with --torch) PyTorch's CPU eager mode, all in one run with ratios.
+//! With --profile, the GPU's per-kernel time table from timestamp queries.
 
-use crate::progress::Bar;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::backend::cpu::CpuBackend;
+use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::Backend;
-use ddim_webgpu::model::{load::parse_config, random_model};
-use ddim_webgpu::sampler::initial_noise;
+use ddim_webgpu::model::{parse_config, random_model, Model};
+use ddim_webgpu::sampler::{self, initial_noise, Job};
+use ddim_webgpu::schedule::{step_table, timesteps, Skip};
 use ddim_webgpu::Error;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 #[derive(ClapArgs)]
@@ -17,8 +20,12 @@ pub struct Args {
     /// Official YAML or diffusers config.json of the network to time.
     #[arg(long)]
     config: PathBuf,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    batch: Vec<usize>,
+    /// Backends to time: cpu, gpu.
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    backends: Vec<String>,
     #[arg(long, default_value_t = 5)]
     iters: usize,
     #[arg(long, default_value_t = 1)]
@@ -26,93 +33,232 @@ pub struct Args {
     /// Also time a whole sample of this many DDIM steps.
     #[arg(long)]
     sample_steps: Option<usize>,
-    /// One JSON line instead of text.
+    /// A Python with torch: also run tools/bench_torch.py on the same config and batch.
+    #[arg(long)]
+    torch: Option<String>,
+    /// Threads for the PyTorch baseline.
+    #[arg(long, default_value_t = 1)]
+    torch_threads: usize,
+    /// Print the GPU's per-kernel time (needs timestamp-query).
+    #[arg(long)]
+    profile: bool,
+    /// One JSON line per measurement instead of text.
     #[arg(long)]
     json: bool,
 }
 
+struct Row {
+    backend: String,
+    batch: usize,
+    forward_ms: f64,
+    sample_s: Option<f64>,
+}
+
+fn time_forward(be: &mut dyn Backend, model: &Model, n: usize, a: &Args) -> Result<f64> {
+    let (c, r) = (
+        model.config.model.in_channels,
+        model.config.model.resolution,
+    );
+    let x = initial_noise(1, 0, n, c, r);
+    let t = vec![500.0; n];
+    for _ in 0..a.warmup {
+        be.forward(&x, &t)?;
+    }
+    let mut times: Vec<f64> = (0..a.iters)
+        .map(|_| {
+            let s = Instant::now();
+            be.forward(&x, &t).map(|_| s.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn time_sample(be: &mut dyn Backend, model: &Model, n: usize, steps: usize) -> Result<f64> {
+    let d = &model.config.diffusion;
+    let seq = timesteps(Skip::Uniform, d.num_timesteps, steps, 0)?;
+    let table = step_table(&d.schedule()?, &seq, &Default::default())?;
+    let (c, r) = (
+        model.config.model.in_channels,
+        model.config.model.resolution,
+    );
+    let job = Job {
+        table: &table,
+        seed: 0,
+        first: 0,
+        n,
+        init: None,
+        batch: n,
+        keep_x0: false,
+    };
+    let s = Instant::now();
+    sampler::run(be, &job, c, r, &mut |_| Ok(()))?;
+    Ok(s.elapsed().as_secs_f64())
+}
+
+fn torch(a: &Args, py: &str, n: usize) -> Result<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py");
+    let out = Command::new(py)
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .args([script, "--config"])
+        .arg(&a.config)
+        .args([
+            "--batch",
+            &n.to_string(),
+            "--threads",
+            &a.torch_threads.to_string(),
+            "--iters",
+            &a.iters.to_string(),
+        ])
+        .output()
+        .map_err(|e| Error::Backend(format!("{py}: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|_| {
+        Error::Backend(format!(
+            "bench_torch.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    Ok(v["median_ms"].as_f64().unwrap_or(f64::NAN))
+}
+
 pub fn run(a: Args) -> Result<()> {
-    if a.batch == 0 || a.iters == 0 {
+    if a.batch.contains(&0) || a.iters == 0 {
         return Err(Error::invalid("batch", "--batch and --iters must be at least 1").into());
     }
     let text = std::fs::read_to_string(&a.config).map_err(|e| Error::io(&a.config, e))?;
     let cfg = parse_config(&text, &a.config.display().to_string(), None)?;
     let model = random_model(cfg, 0);
-    let (c, r) = (
-        model.config.model.in_channels,
-        model.config.model.resolution,
-    );
-    let x = initial_noise(1, 0, a.batch, c, r);
-    let t = vec![500.0; a.batch];
-    let mut be = CpuBackend::new(&model);
-    for _ in 0..a.warmup {
-        be.forward(&x, &t)?;
-    }
-    let mut times = Vec::new();
-    for _ in 0..a.iters {
-        let s = Instant::now();
-        be.forward(&x, &t)?;
-        times.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let gflop = 2.0 * model.plan.macs_per_image() as f64 * a.batch as f64 / 1e9;
-    let sample_ms = match a.sample_steps {
-        Some(s) => {
-            let d = &model.config.diffusion;
-            let sched = d.schedule()?;
-            let seq = ddim_webgpu::schedule::timesteps(
-                ddim_webgpu::schedule::Skip::Uniform,
-                d.num_timesteps,
-                s,
-                0,
-            )?;
-            let table = ddim_webgpu::schedule::step_table(&sched, &seq, &Default::default())?;
-            let mut bar = Bar::new("sample");
-            let job = ddim_webgpu::sampler::Job {
-                table: &table,
-                seed: 0,
-                first: 0,
-                n: a.batch,
-                init: None,
-                batch: a.batch,
-                keep_x0: false,
-            };
-            let st = Instant::now();
-            ddim_webgpu::sampler::run(&mut be, &job, c, r, &mut |p| {
-                bar.update(p.done, p.total);
-                Ok(())
-            })?;
-            Some(st.elapsed().as_secs_f64() * 1e3)
+    let gflop_per_image = 2.0 * model.plan.macs_per_image() as f64 / 1e9;
+    let mut rows = Vec::new();
+    for name in &a.backends {
+        let mut be: Box<dyn Backend> = match name.as_str() {
+            "cpu" => Box::new(CpuBackend::new(&model)),
+            "gpu" => Box::new(GpuBackend::new(&model)?),
+            other => {
+                return Err(
+                    Error::invalid("backends", format!("{other:?} (expected cpu or gpu)")).into(),
+                )
+            }
+        };
+        let label = format!("{name}: {}", be.describe());
+        for &n in &a.batch {
+            let mut sample_s = None;
+            // A batch the device cannot hold at once is timed as the chunks sampling would run.
+            let mb = be.max_batch();
+            let forward_ms =
+                time_forward(be.as_mut(), &model, n.min(mb), &a)? * n.div_ceil(mb) as f64;
+            if let Some(s) = a.sample_steps {
+                sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
+            }
+            rows.push(Row {
+                backend: label.clone(),
+                batch: n,
+                forward_ms,
+                sample_s,
+            });
+            report(&a, rows.last().unwrap(), gflop_per_image);
         }
-        None => None,
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"impl": "ddim-cpu", "threads": rayon::current_num_threads(), "batch": a.batch,
-                "params": model.plan.param_count(), "median_ms": median, "min_ms": sorted[0], "times_ms": times,
-                "gflops": gflop / (median / 1e3), "sample_ms": sample_ms})
-        );
-    } else {
-        println!(
-            "{}: {} params, batch {}, {} threads: forward median {:.1} ms (min {:.1}), {:.1} GFLOP/s",
-            a.config.display(),
-            model.plan.param_count(),
-            a.batch,
-            rayon::current_num_threads(),
-            median,
-            sorted[0],
-            gflop / (median / 1e3)
-        );
-        if let Some(ms) = sample_ms {
-            println!(
-                "whole sample ({} steps): {:.1} s",
-                a.sample_steps.unwrap_or(0),
-                ms / 1e3
+        if a.profile && name == "gpu" {
+            let mut g = GpuBackend::new(&model)?;
+            let n = a.batch[0].min(g.max_batch());
+            let (c, r) = (
+                model.config.model.in_channels,
+                model.config.model.resolution,
             );
+            let x = initial_noise(1, 0, n, c, r);
+            g.profile(&x, &vec![500.0; n])?;
+            let fams = g.profile(&x, &vec![500.0; n])?;
+            let total: f64 = fams.iter().map(|f| f.ms).sum();
+            println!("\nGPU kernel profile, batch {n} ({}):", g.describe());
+            println!(
+                "{:<22} {:>6} {:>10} {:>7} {:>10}",
+                "kernel", "calls", "ms", "share", "GFLOP/s"
+            );
+            for f in &fams {
+                let rate = if f.gflop > 0.0 {
+                    format!("{:.1}", f.gflop / (f.ms / 1e3))
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<22} {:>6} {:>10.2} {:>6.1}% {:>10}",
+                    f.label,
+                    f.dispatches,
+                    f.ms,
+                    100.0 * f.ms / total,
+                    rate
+                );
+            }
+            let conv: Vec<_> = fams
+                .iter()
+                .filter(|f| f.label.starts_with("conv"))
+                .collect();
+            let (cg, cm): (f64, f64) = conv
+                .iter()
+                .fold((0.0, 0.0), |(g, m), f| (g + f.gflop, m + f.ms));
+            println!(
+                "{:<22} {:>6} {:>10.2} {:>7} {:>10.1}",
+                "all convolutions",
+                "",
+                cm,
+                "",
+                cg / (cm / 1e3)
+            );
+            println!("{:<22} {:>6} {:>10.2}", "total (GPU time)", "", total);
+        }
+    }
+    if let Some(py) = &a.torch {
+        for &n in &a.batch {
+            let ms = torch(&a, py, n)?;
+            let label = format!(
+                "torch: PyTorch CPU eager fp32, {} thread(s)",
+                a.torch_threads
+            );
+            rows.push(Row {
+                backend: label,
+                batch: n,
+                forward_ms: ms,
+                sample_s: None,
+            });
+            report(&a, rows.last().unwrap(), gflop_per_image);
+        }
+        if !a.json {
+            println!("\nratios (forward time / PyTorch CPU, same batch):");
+            for r in rows.iter().filter(|r| !r.backend.starts_with("torch")) {
+                if let Some(t) = rows
+                    .iter()
+                    .find(|t| t.backend.starts_with("torch") && t.batch == r.batch)
+                {
+                    println!(
+                        "  {:<50} batch {:>3}: {:.2}",
+                        r.backend,
+                        r.batch,
+                        r.forward_ms / t.forward_ms
+                    );
+                }
+            }
         }
     }
     Ok(())
+}
+
+fn report(a: &Args, r: &Row, gflop_per_image: f64) {
+    let rate = gflop_per_image * r.batch as f64 / (r.forward_ms / 1e3);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"config": a.config, "backend": r.backend, "batch": r.batch,
+                "forward_ms": r.forward_ms, "gflops": rate, "sample_s": r.sample_s, "sample_steps": a.sample_steps})
+        );
+        return;
+    }
+    let sample = r.sample_s.map_or(String::new(), |s| {
+        format!(", {}-step sample {:.2} s", a.sample_steps.unwrap_or(0), s)
+    });
+    println!(
+        "{:<50} batch {:>3}: forward {:>9.1} ms ({:.1} GFLOP/s){sample}",
+        r.backend, r.batch, r.forward_ms, rate
+    );
 }
