@@ -16,7 +16,7 @@ struct Norm {
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, 256>;
 
-fn reduce(v: f32, lid: u32) -> f32 {
+fn group_sum(v: f32, lid: u32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
@@ -43,13 +43,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = lid; i < count; i += WG) {
         s += x[xb + i];
     }
-    let mean = reduce(s, lid) / f32(count);
+    let mean = group_sum(s, lid) / f32(count);
     var q = 0.0;
     for (var i = lid; i < count; i += WG) {
         let d = x[xb + i] - mean;
         q += d * d;
     }
-    let inv = inverseSqrt(reduce(q, lid) / f32(count) + 1e-6);
+    let inv = inverseSqrt(group_sum(q, lid) / f32(count) + 1e-6);
     for (var i = lid; i < count; i += WG) {
         let ch = g * cg + i / p.hw;
         var v = (x[xb + i] - mean) * (inv * gamma[ch]) + beta[ch];

@@ -24,8 +24,8 @@ fn mulhilo(a: u32, b: u32) -> vec2<u32> {
 fn philox4x32(key_in: vec2<u32>, ctr_in: vec4<u32>) -> vec4<u32> {
     var k = key_in;
     var c = ctr_in;
-    for (var round = 0u; round < 10u; round++) {
-        if (round > 0u) {
+    for (var i = 0u; i < 10u; i++) {
+        if (i > 0u) {
             k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
         }
         let p0 = mulhilo(PHILOX_M0, c.x);

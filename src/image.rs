@@ -5,10 +5,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::path::Path;
 
-/// (x + 1)/2 clamped to [0, 1], ×255, rounded: the official `save_image` convention.
-pub fn to_u8(x: f32) -> u8 {
-    (((x + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
-}
+pub use crate::tensor::to_u8;
 
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -16,6 +16,8 @@ pub mod safetensors;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

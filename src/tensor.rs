@@ -2,6 +2,12 @@
 
 use crate::error::{Error, Result};
 
+/// Model space to 8 bits: (x + 1)/2 clamped to [0, 1], ×255, rounded (the official
+/// `save_image` convention).
+pub fn to_u8(x: f32) -> u8 {
+    (((x + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,

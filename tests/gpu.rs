@@ -110,8 +110,8 @@ fn twin(
         .collect();
     let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
     let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, out);
-    let mut g = GpuBackend::with_plan(gpu, plan, &weights).unwrap();
-    let got = g.execute(n, &refs, out).unwrap();
+    let mut g = pollster::block_on(GpuBackend::with_plan(gpu, plan, &weights)).unwrap();
+    let got = pollster::block_on(g.execute(n, &refs, out)).unwrap();
     // Compare only the channels the op wrote.
     let View { c_off, c, .. } = match op {
         Op::Conv { y, .. }
@@ -357,7 +357,12 @@ fn tiny(name: &str) -> Model {
 fn step_noise_matches_the_host_generator() {
     let Some(g) = gpu() else { return };
     let model = tiny("tiny");
-    let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    let mut be = pollster::block_on(GpuBackend::with_plan(
+        g,
+        model.plan.clone(),
+        &model.weights.tensors,
+    ))
+    .unwrap();
     // A step whose result is the noise alone.
     let only_z = StepCoeffs {
         c_z: 1.0,
@@ -388,7 +393,12 @@ fn gpu_matches_pytorch_on_the_fixtures() {
     for name in ["tiny", "tiny_odd"] {
         let model = tiny(name);
         let r = read_tensors(&format!("{name}/ref.safetensors"));
-        let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+        let mut be = pollster::block_on(GpuBackend::with_plan(
+            g,
+            model.plan.clone(),
+            &model.weights.tensors,
+        ))
+        .unwrap();
         let x = get(&r, "x");
         for (key, t) in [
             ("eps_t0", [0.0, 0.0]),
@@ -449,7 +459,12 @@ fn gpu_matches_pytorch_on_the_fixtures() {
 fn same_seed_same_samples_on_cpu_and_gpu() {
     let Some(g) = gpu() else { return };
     let model = tiny("tiny");
-    let mut gb = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    let mut gb = pollster::block_on(GpuBackend::with_plan(
+        g,
+        model.plan.clone(),
+        &model.weights.tensors,
+    ))
+    .unwrap();
     let mut cb = CpuBackend::new(&model);
     let d = &model.config.diffusion;
     let sched = d.schedule().unwrap();
@@ -513,7 +528,12 @@ fn cifar10_sized_model_matches_the_cpu() {
     assert_eq!(model.plan.param_count(), 35_746_307);
     let x = ddim_webgpu::sampler::initial_noise(1, 0, 1, 3, 32);
     let want = CpuBackend::new(&model).forward(&x, &[421.0]).unwrap();
-    let mut be = GpuBackend::with_plan(g, model.plan.clone(), &model.weights.tensors).unwrap();
+    let mut be = pollster::block_on(GpuBackend::with_plan(
+        g,
+        model.plan.clone(),
+        &model.weights.tensors,
+    ))
+    .unwrap();
     assert_close(
         "cifar10 eps",
         &be.forward(&x, &[421.0]).unwrap(),

@@ -3,8 +3,6 @@
 //! send back what is asked for.
 
 pub mod cpu;
-// The browser build gets the GPU backend with the wasm bindings (async readback).
-#[cfg(not(target_arch = "wasm32"))]
 pub mod gpu;
 
 use crate::error::Result;

@@ -23,7 +23,12 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
 }
 
 pub fn describe(info: &wgpu::AdapterInfo) -> String {
-    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+    // Browsers may hide the adapter's name; fall back to what they do expose.
+    let name = [&info.name, &info.driver, &info.driver_info]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .map_or("unnamed adapter", |s| s.as_str());
+    format!("{name} ({:?}, {:?})", info.backend, info.device_type)
 }
 
 fn instance() -> wgpu::Instance {
@@ -122,8 +127,9 @@ impl Gpu {
         self.check()
     }
 
-    /// Copy a buffer's first `bytes` bytes back to the host.
-    pub fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+    /// Copy a buffer's first `bytes` bytes back to the host. Natively this polls the device;
+    /// in the browser the mapping resolves through the event loop, so await it there.
+    pub async fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
@@ -133,14 +139,16 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
-        rx.recv()
-            .map_err(|_| Error::Backend("readback was never answered".into()))?
+        rx.await
+            .map_err(|_| Error::Backend("readback was never answered (device lost?)".into()))?
             .map_err(|e| Error::Backend(format!("readback failed: {e}")))?;
+        self.check()?;
         let view = staging
             .slice(..)
             .get_mapped_range()

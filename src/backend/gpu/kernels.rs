@@ -32,7 +32,13 @@ pub struct Kernels {
 
 const RNG: &str = include_str!("../../../shaders/rng.wgsl");
 
-fn kernel(gpu: &Gpu, file: &str, source: &str, entry: &str, binds: &[Bind]) -> Result<Kernel> {
+async fn kernel(
+    gpu: &Gpu,
+    file: &str,
+    source: &str,
+    entry: &str,
+    binds: &[Bind],
+) -> Result<Kernel> {
     let d = &gpu.device;
     let scope = d.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -74,14 +80,14 @@ fn kernel(gpu: &Gpu, file: &str, source: &str, entry: &str, binds: &[Bind]) -> R
         compilation_options: Default::default(),
         cache: None,
     });
-    if let Some(e) = pollster::block_on(scope.pop()) {
+    if let Some(e) = scope.pop().await {
         return Err(Error::Backend(format!("shaders/{file} ({entry}): {e}")));
     }
     Ok(Kernel { pipeline, layout })
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu) -> Result<Kernels> {
+    pub async fn new(gpu: &Gpu) -> Result<Kernels> {
         use Bind::*;
         let conv = include_str!("../../../shaders/conv2d.wgsl");
         let gn = include_str!("../../../shaders/group_norm.wgsl");
@@ -97,45 +103,51 @@ impl Kernels {
                 conv,
                 "main",
                 &[Uniform, Read, Read, Read, Read, Read, Write],
-            )?,
+            )
+            .await?,
             group_norm: kernel(
                 gpu,
                 "group_norm.wgsl",
                 gn,
                 "main",
                 &[Uniform, Read, Read, Read, Write],
-            )?,
+            )
+            .await?,
             linear: kernel(
                 gpu,
                 "linear.wgsl",
                 lin,
                 "main",
                 &[Uniform, Read, Read, Read, Write],
-            )?,
-            attn_scores: kernel(gpu, "attention.wgsl", attn, "scores", &attn_binds)?,
-            attn_softmax: kernel(gpu, "attention.wgsl", attn, "softmax", &attn_binds)?,
-            attn_apply: kernel(gpu, "attention.wgsl", attn, "apply", &attn_binds)?,
+            )
+            .await?,
+            attn_scores: kernel(gpu, "attention.wgsl", attn, "scores", &attn_binds).await?,
+            attn_softmax: kernel(gpu, "attention.wgsl", attn, "softmax", &attn_binds).await?,
+            attn_apply: kernel(gpu, "attention.wgsl", attn, "apply", &attn_binds).await?,
             avg_pool: kernel(
                 gpu,
                 "resample.wgsl",
                 rs,
                 "avg_pool",
                 &[Uniform, Read, Write],
-            )?,
+            )
+            .await?,
             upsample: kernel(
                 gpu,
                 "resample.wgsl",
                 rs,
                 "upsample",
                 &[Uniform, Read, Write],
-            )?,
+            )
+            .await?,
             step: kernel(
                 gpu,
                 "ddim_step.wgsl",
                 &step,
                 "main",
                 &[Uniform, Write, Read, Write],
-            )?,
+            )
+            .await?,
         })
     }
 }

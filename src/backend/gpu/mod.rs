@@ -56,6 +56,8 @@ struct Batch {
     cur: wgpu::Buffer,
     step_bind: wgpu::BindGroup,
     step_groups: [u32; 3],
+    /// Bytes of device memory this batch holds (activations, scratch, latent, x0).
+    bytes: u64,
 }
 
 /// A trajectory in progress.
@@ -65,6 +67,7 @@ struct Trajectory {
     len: usize,
     encoder: Option<wgpu::CommandEncoder>,
     pending: usize,
+    bytes: u64,
 }
 
 pub struct GpuBackend {
@@ -94,24 +97,31 @@ fn grid(items: usize, max: u32) -> [u32; 3] {
 
 impl GpuBackend {
     /// Open the best adapter (software ones included) and prepare the model on it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(model: &Model) -> Result<Self> {
         let adapter = pollster::block_on(Gpu::adapter())
             .ok_or_else(|| Error::Backend("no GPU adapter found (wgpu saw none)".into()))?;
         Self::with_adapter(model, adapter)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_adapter(model: &Model, adapter: wgpu::Adapter) -> Result<Self> {
-        let gpu = pollster::block_on(Gpu::open(adapter))?;
-        Self::with_plan(gpu, model.plan.clone(), &model.weights.tensors)
+        pollster::block_on(Self::create(model, adapter))
+    }
+
+    /// Open a device on `adapter` and prepare the model on it.
+    pub async fn create(model: &Model, adapter: wgpu::Adapter) -> Result<Self> {
+        let gpu = Gpu::open(adapter).await?;
+        Self::with_plan(gpu, model.plan.clone(), &model.weights.tensors).await
     }
 
     /// Prepare any plan (the twin tests run single-op plans).
-    pub fn with_plan(gpu: Gpu, plan: Plan, weights: &[Tensor]) -> Result<Self> {
+    pub async fn with_plan(gpu: Gpu, plan: Plan, weights: &[Tensor]) -> Result<Self> {
         let limit = gpu
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
-        let kernels = Kernels::new(&gpu)?;
+        let kernels = Kernels::new(&gpu).await?;
         let mut wbufs = Vec::with_capacity(weights.len());
         for (p, t) in plan.params.iter().zip(weights) {
             let bytes = (t.data.len() * 4) as u64;
@@ -176,6 +186,14 @@ impl GpuBackend {
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.gpu.info
+    }
+
+    /// Device memory held now: weights, the current batch and trajectory. Readback staging
+    /// buffers are transient and not counted.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.weights.iter().map(|b| b.size()).sum::<u64>()
+            + self.batch.as_ref().map_or(0, |b| b.bytes)
+            + self.traj.as_ref().map_or(0, |t| t.bytes)
     }
 
     /// Give the device back (to build another backend on it without reopening).
@@ -454,6 +472,8 @@ impl GpuBackend {
         let step_bind = self.bind(&self.kernels.step, &[&cur, &latent, out, &x0]);
         let step_groups = grid((image * n).div_ceil(4), maxg);
         self.gpu.check()?;
+        let bytes =
+            bufs.iter().map(|b| b.size()).sum::<u64>() + scratch.size() + latent.size() + x0.size();
         self.batch = Some(Batch {
             n,
             bufs,
@@ -463,6 +483,7 @@ impl GpuBackend {
             cur,
             step_bind,
             step_groups,
+            bytes,
         });
         Ok(())
     }
@@ -477,7 +498,7 @@ impl GpuBackend {
     }
 
     /// Run a plan on n images: `inputs` fill slots, `output` is read back.
-    pub fn execute(
+    pub async fn execute(
         &mut self,
         n: usize,
         inputs: &[(usize, &[f32])],
@@ -508,6 +529,7 @@ impl GpuBackend {
         let len = self.plan.slots[output].len() * n;
         self.gpu
             .read(&b.bufs[self.buf_of[output]], (len * 4) as u64)
+            .await
     }
 
     /// Submit the steps encoded so far.
@@ -521,7 +543,7 @@ impl GpuBackend {
         self.gpu.check()
     }
 
-    fn read_image_buffer(&mut self, which: fn(&Batch) -> &wgpu::Buffer) -> Result<Tensor> {
+    async fn read_image_buffer(&mut self, which: fn(&Batch) -> &wgpu::Buffer) -> Result<Tensor> {
         self.flush()?;
         let b = self
             .batch
@@ -529,21 +551,41 @@ impl GpuBackend {
             .ok_or_else(|| Error::Backend("no trajectory started".into()))?;
         let c = self.plan.config.in_channels;
         let r = self.plan.config.resolution;
-        let data = self.gpu.read(which(b), (b.n * c * r * r * 4) as u64)?;
+        let data = self
+            .gpu
+            .read(which(b), (b.n * c * r * r * 4) as u64)
+            .await?;
         Tensor::new(vec![b.n, c, r, r], data)
     }
 }
 
-impl Backend for GpuBackend {
-    fn describe(&self) -> String {
-        format!("gpu: {}", describe(&self.gpu.info))
+impl GpuBackend {
+    /// The current latent (awaitable: the browser's path).
+    pub async fn read_latent(&mut self) -> Result<Tensor> {
+        self.read_image_buffer(|b| &b.latent).await
     }
 
-    fn max_batch(&self) -> usize {
-        self.max_batch
+    /// The x0 predicted by the last step (awaitable).
+    pub async fn read_x0(&mut self) -> Result<Tensor> {
+        self.read_image_buffer(|b| &b.x0).await
     }
 
-    fn forward(&mut self, x: &Tensor, t: &[f32]) -> Result<Tensor> {
+    /// Submit what is encoded and wait until the device has finished it (awaitable).
+    pub async fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.gpu.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.gpu.wait()?;
+        rx.await
+            .map_err(|_| Error::Backend("the device never finished (lost?)".into()))?;
+        self.gpu.check()
+    }
+
+    /// The network output (awaitable).
+    pub async fn forward_async(&mut self, x: &Tensor, t: &[f32]) -> Result<Tensor> {
         let (c, r) = (self.plan.config.in_channels, self.plan.config.resolution);
         let n = t.len();
         if x.shape != [n, c, r, r] {
@@ -559,8 +601,37 @@ impl Backend for GpuBackend {
             .flat_map(|&ti| timestep_embedding(ti, ch))
             .collect();
         let (inp, tslot, out) = (self.plan.input, self.plan.temb, self.plan.output);
-        let y = self.execute(n, &[(inp, &x.data), (tslot, &temb)], out)?;
+        let y = self
+            .execute(n, &[(inp, &x.data), (tslot, &temb)], out)
+            .await?;
         Tensor::new(vec![n, self.plan.config.out_ch, r, r], y)
+    }
+}
+
+/// Natively the trait's reads block on the device; in the browser use the async methods.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return pollster::block_on(f);
+    #[cfg(target_arch = "wasm32")]
+    {
+        drop(f);
+        Err(Error::Backend(
+            "blocking GPU reads are not possible in the browser".into(),
+        ))
+    }
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!("gpu: {}", describe(&self.gpu.info))
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn forward(&mut self, x: &Tensor, t: &[f32]) -> Result<Tensor> {
+        block_on(self.forward_async(x, t))
     }
 
     fn start(&mut self, x: &Tensor, table: &[StepCoeffs], noise: NoiseKey) -> Result<()> {
@@ -622,12 +693,14 @@ impl Backend for GpuBackend {
             contents: bytemuck::cast_slice(&temb),
             usage: src,
         });
+        let bytes = steps.size() + temb.size();
         self.traj = Some(Trajectory {
             steps,
             temb,
             len: table.len(),
             encoder: None,
             pending: 0,
+            bytes,
         });
         self.gpu.check()
     }
@@ -685,10 +758,10 @@ impl Backend for GpuBackend {
     }
 
     fn latent(&mut self) -> Result<Tensor> {
-        self.read_image_buffer(|b| &b.latent)
+        block_on(self.read_latent())
     }
 
     fn x0(&mut self) -> Result<Tensor> {
-        self.read_image_buffer(|b| &b.x0)
+        block_on(self.read_x0())
     }
 }

@@ -21,7 +21,7 @@ impl GpuBackend {
     }
 
     /// One timed forward pass; families sorted by time, largest first.
-    pub fn profile(&mut self, x: &Tensor, t: &[f32]) -> Result<Vec<KernelTime>> {
+    pub async fn profile(&mut self, x: &Tensor, t: &[f32]) -> Result<Vec<KernelTime>> {
         if !self.can_profile() {
             return Err(Error::Backend(format!(
                 "{} has no timestamp-query feature",
@@ -78,7 +78,7 @@ impl GpuBackend {
         enc.resolve_query_set(&set, 0..count, &resolved, 0);
         q.submit([enc.finish()]);
         // Timestamps are u64; read them as pairs of u32 words.
-        let words = self.gpu.read(&resolved, count as u64 * 8)?;
+        let words = self.gpu.read(&resolved, count as u64 * 8).await?;
         let ticks: Vec<u64> = words
             .chunks_exact(2)
             .map(|w| w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)

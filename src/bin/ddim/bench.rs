@@ -168,8 +168,8 @@ pub fn run(a: Args) -> Result<()> {
                 model.config.model.resolution,
             );
             let x = initial_noise(1, 0, n, c, r);
-            g.profile(&x, &vec![500.0; n])?;
-            let fams = g.profile(&x, &vec![500.0; n])?;
+            pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
+            let fams = pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
             let total: f64 = fams.iter().map(|f| f.ms).sum();
             println!("\nGPU kernel profile, batch {n} ({}):", g.describe());
             println!(

@@ -9,6 +9,7 @@ mod progress;
 mod reconstruct;
 mod sample;
 mod schedule;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Cmd {
     Info(info::Args),
     /// Time the network's forward pass on random weights.
     Bench(bench::Args),
+    /// Serve the web page and the wasm package on 127.0.0.1.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Cmd::Reconstruct(a) => reconstruct::run(a),
         Cmd::Info(a) => info::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,468 @@
+//! The browser module (wasm-bindgen): `Ddim.load`, `info`, `sample`, `interpolate`, `free`.
+//! It runs the same engine as the native binary: WebGPU through wgpu when the browser has a
+//! hardware adapter, else the CPU backend compiled to wasm. Results come back as `ImageData`
+//! (RGBA) plus the raw NCHW floats. Every failure is a JavaScript `Error` with a message.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::device::{describe, is_software, Gpu};
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{Backend, NoiseKey};
+use crate::error::Error;
+use crate::model::{model_from_bytes, parse_config, Model};
+use crate::safetensors;
+use crate::sampler::{initial_noise, interpolation_latents};
+use crate::schedule::{self, FinalAlpha, Sampler, Skip, StepOptions};
+use crate::tensor::Tensor;
+use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint8Array};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+enum Engine {
+    Cpu(CpuBackend),
+    Gpu(Box<GpuBackend>),
+}
+
+struct Inner {
+    model: Model,
+    engine: Engine,
+    adapter: String,
+}
+
+/// A loaded model on its device.
+#[wasm_bindgen]
+pub struct Ddim {
+    inner: Rc<RefCell<Option<Inner>>>,
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn get(o: &JsValue, key: &str) -> Option<JsValue> {
+    if o.is_undefined() || o.is_null() {
+        return None;
+    }
+    Reflect::get(o, &key.into())
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn num(o: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
+    match get(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| js_err(format!("{key} must be a number"))),
+    }
+}
+
+fn count(o: &JsValue, key: &str, default: usize) -> Result<usize, JsValue> {
+    match num(o, key)? {
+        None => Ok(default),
+        Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e9 => Ok(x as usize),
+        Some(x) => Err(js_err(format!(
+            "{key} must be a non-negative integer, got {x}"
+        ))),
+    }
+}
+
+fn global() -> JsValue {
+    js_sys::global().into()
+}
+
+fn has_webgpu() -> bool {
+    get(&global(), "navigator")
+        .and_then(|n| get(&n, "gpu"))
+        .is_some()
+}
+
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, JsValue> {
+    let g = global();
+    let fetch: Function = get(&g, "fetch")
+        .ok_or_else(|| js_err("fetch is not available"))?
+        .dyn_into()?;
+    let resp = JsFuture::from(fetch.call1(&g, &url.into())?.dyn_into::<Promise>()?)
+        .await
+        .map_err(|e| js_err(format!("{url}: download failed: {e:?}")))?;
+    if get(&resp, "ok").and_then(|v| v.as_bool()) != Some(true) {
+        let status = get(&resp, "status").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        return Err(js_err(format!("{url}: HTTP {status}")));
+    }
+    let ab: Function = get(&resp, "arrayBuffer")
+        .ok_or_else(|| js_err("bad response"))?
+        .dyn_into()?;
+    let buf = JsFuture::from(ab.call0(&resp)?.dyn_into::<Promise>()?).await?;
+    Ok(Uint8Array::new(&buf).to_vec())
+}
+
+/// Resolve after the event loop has run, so messages (a cancel) can arrive between steps.
+async fn yield_now() {
+    let g = global();
+    let p = Promise::new(&mut |resolve, _| {
+        if let Some(Ok(st)) = get(&g, "setTimeout").map(|f| f.dyn_into::<Function>()) {
+            let _ = st.call2(&g, &resolve, &0.into());
+        } else {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+fn now_ms() -> f64 {
+    get(&global(), "performance")
+        .and_then(|p| {
+            let f: Function = get(&p, "now")?.dyn_into().ok()?;
+            f.call0(&p).ok()?.as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+/// RGBA ImageData per sample: (x+1)/2 clamped, ×255, rounded; gray is replicated.
+fn images(t: &Tensor) -> Result<Array, JsValue> {
+    let (n, c, h, w) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
+    let out = Array::new();
+    for i in 0..n {
+        let x = &t.data[i * c * h * w..(i + 1) * c * h * w];
+        let mut rgba = vec![255u8; h * w * 4];
+        for p in 0..h * w {
+            for k in 0..3 {
+                let ch = if c >= 3 { k } else { 0 };
+                rgba[p * 4 + k] = crate::tensor::to_u8(x[ch * h * w + p]);
+            }
+        }
+        // Copy into JS-owned memory: an ImageData made from a view of wasm memory would keep
+        // pointing at `rgba` after it is freed and reused.
+        let arr = js_sys::Uint8ClampedArray::new_with_length(rgba.len() as u32);
+        arr.copy_from(&rgba);
+        let img =
+            web_sys::ImageData::new_with_js_u8_clamped_array_and_sh(&arr, w as u32, h as u32)?;
+        out.push(&img);
+    }
+    Ok(out)
+}
+
+fn step_options(
+    o: &JsValue,
+    model: &Model,
+) -> Result<(Vec<i64>, Vec<schedule::StepCoeffs>), JsValue> {
+    let d = &model.config.diffusion;
+    let steps = count(o, "steps", 50)?;
+    let skip: Skip = match get(o, "skip").and_then(|v| v.as_string()) {
+        Some(s) => s.parse().map_err(js_err)?,
+        None => d.skip.unwrap_or(Skip::Uniform),
+    };
+    let seq = schedule::timesteps(skip, d.num_timesteps, steps, d.steps_offset).map_err(js_err)?;
+    let clip = match get(o, "clip").and_then(|v| v.as_bool()) {
+        Some(true) => Some(1.0),
+        Some(false) => None,
+        None => d.clip_sample,
+    };
+    let sampler = match get(o, "sampler").and_then(|v| v.as_string()) {
+        Some(s) => s.parse::<Sampler>().map_err(js_err)?,
+        None => Sampler::Ddim,
+    };
+    let opt = StepOptions {
+        sampler,
+        eta: num(o, "eta")?.unwrap_or(0.0),
+        prediction: d.prediction,
+        clip,
+        final_alpha: match get(o, "finalAlpha").and_then(|v| v.as_string()) {
+            Some(f) => f.parse::<FinalAlpha>().map_err(js_err)?,
+            None => d.final_alpha,
+        },
+    };
+    let table = schedule::step_table(&d.schedule().map_err(js_err)?, &seq, &opt).map_err(js_err)?;
+    Ok((seq, table))
+}
+
+impl Inner {
+    fn max_batch(&self) -> usize {
+        match &self.engine {
+            Engine::Cpu(b) => b.max_batch(),
+            Engine::Gpu(b) => b.max_batch(),
+        }
+    }
+
+    fn backend(&mut self) -> &mut dyn Backend {
+        match &mut self.engine {
+            Engine::Cpu(b) => b,
+            Engine::Gpu(b) => b.as_mut(),
+        }
+    }
+
+    async fn read(&mut self, x0: bool) -> Result<Tensor, Error> {
+        match &mut self.engine {
+            Engine::Cpu(b) if x0 => b.x0(),
+            Engine::Cpu(b) => b.latent(),
+            Engine::Gpu(b) if x0 => b.read_x0().await,
+            Engine::Gpu(b) => b.read_latent().await,
+        }
+    }
+
+    /// The sampling loop, awaiting between steps so the page stays live and can cancel.
+    async fn run(
+        &mut self,
+        o: &JsValue,
+        init: Option<Tensor>,
+        seed: u64,
+        n: usize,
+    ) -> Result<JsValue, JsValue> {
+        let (_, table) = step_options(o, &self.model)?;
+        let on_step: Option<Function> = get(o, "onStep").and_then(|f| f.dyn_into().ok());
+        let every = count(o, "previewEvery", 0)?;
+        let signal: Option<web_sys::AbortSignal> = get(o, "signal").and_then(|s| s.dyn_into().ok());
+        let (c, r) = (
+            self.model.config.model.in_channels,
+            self.model.config.model.resolution,
+        );
+        let batch = self.max_batch().min(n).max(1);
+        let total = table.len() * n.div_ceil(batch);
+        let (mut parts, mut done) = (Vec::new(), 0);
+        let t0 = now_ms();
+        for first in (0..n).step_by(batch) {
+            let m = batch.min(n - first);
+            let x = match &init {
+                Some(t) => t.slice_batch(first, first + m),
+                None => initial_noise(seed, first, m, c, r),
+            };
+            self.backend()
+                .start(
+                    &x,
+                    &table,
+                    NoiseKey {
+                        seed,
+                        first_sample: first,
+                    },
+                )
+                .map_err(js_err)?;
+            for k in 0..table.len() {
+                self.backend().step(k).map_err(js_err)?;
+                done += 1;
+                let preview = every > 0 && (done % every == 0 || done == total);
+                let prev = if preview {
+                    Some(images(&self.read(true).await.map_err(js_err)?)?)
+                } else {
+                    None
+                };
+                if !preview {
+                    if let Engine::Gpu(g) = &mut self.engine {
+                        if done % 4 == 0 {
+                            g.sync().await.map_err(js_err)?;
+                        }
+                    }
+                    yield_now().await;
+                }
+                if signal.as_ref().is_some_and(|s| s.aborted()) {
+                    return Err(js_err("cancelled"));
+                }
+                if let Some(f) = &on_step {
+                    let p = prev.map_or(JsValue::UNDEFINED, JsValue::from);
+                    f.call3(
+                        &JsValue::NULL,
+                        &(done as f64).into(),
+                        &(total as f64).into(),
+                        &p,
+                    )?;
+                }
+            }
+            parts.push(self.read(false).await.map_err(js_err)?);
+        }
+        let ms_per_step = (now_ms() - t0) / total.max(1) as f64;
+        let mut shape = parts[0].shape.clone();
+        shape[0] = n;
+        let all = Tensor {
+            shape,
+            data: parts.into_iter().flat_map(|p| p.data).collect(),
+        };
+        let out = Object::new();
+        Reflect::set(&out, &"images".into(), &images(&all)?.into())?;
+        Reflect::set(&out, &"raw".into(), &Float32Array::from(&all.data[..]))?;
+        Reflect::set(&out, &"msPerStep".into(), &ms_per_step.into())?;
+        Ok(out.into())
+    }
+}
+
+#[wasm_bindgen]
+impl Ddim {
+    /// `weights`: safetensors bytes or a URL. `config`: YAML or config.json text; without it
+    /// the safetensors metadata key `config` is used. `options.backend`: auto, gpu or cpu.
+    pub async fn load(
+        weights: JsValue,
+        config: Option<String>,
+        options: JsValue,
+    ) -> Result<Ddim, JsValue> {
+        let (bytes, name) = match weights.as_string() {
+            Some(url) => (fetch_bytes(&url).await?, url),
+            None if weights.is_instance_of::<Uint8Array>() => {
+                (Uint8Array::from(weights).to_vec(), "weights".into())
+            }
+            None if weights.is_instance_of::<js_sys::ArrayBuffer>() => {
+                (Uint8Array::new(&weights).to_vec(), "weights".into())
+            }
+            None => {
+                return Err(js_err(
+                    "weights must be a Uint8Array, an ArrayBuffer or a URL",
+                ))
+            }
+        };
+        let text = match config {
+            Some(t) => t,
+            None => {
+                let f = safetensors::parse(&bytes, &name).map_err(js_err)?;
+                match f.metadata.get("config").and_then(|v| v.as_str()) {
+                    Some(t) => t.to_string(),
+                    None => {
+                        return Err(js_err(format!(
+                            "{name}: no config given, and its metadata has none"
+                        )))
+                    }
+                }
+            }
+        };
+        let cfg = parse_config(&text, "config", None).map_err(js_err)?;
+        let model = model_from_bytes(&bytes, &name, cfg).map_err(js_err)?;
+        let want = get(&options, "backend")
+            .and_then(|v| v.as_string())
+            .unwrap_or_else(|| "auto".into());
+        let adapter = match want.as_str() {
+            "cpu" => None,
+            "gpu" | "auto" if !has_webgpu() => {
+                if want == "gpu" {
+                    return Err(js_err(
+                        "WebGPU is not available in this browser (navigator.gpu is missing)",
+                    ));
+                }
+                None
+            }
+            "gpu" => Some(
+                Gpu::adapter()
+                    .await
+                    .ok_or_else(|| js_err("the browser refused a WebGPU adapter"))?,
+            ),
+            "auto" => Gpu::adapter().await.filter(|a| !is_software(&a.get_info())),
+            other => {
+                return Err(js_err(format!(
+                    "backend {other:?} (expected auto, gpu or cpu)"
+                )))
+            }
+        };
+        let (engine, name) = match adapter {
+            Some(a) => {
+                let info = describe(&a.get_info());
+                (
+                    Engine::Gpu(Box::new(
+                        GpuBackend::create(&model, a).await.map_err(js_err)?,
+                    )),
+                    info,
+                )
+            }
+            None => (
+                Engine::Cpu(CpuBackend::new(&model)),
+                "CPU (wasm)".to_string(),
+            ),
+        };
+        Ok(Ddim {
+            inner: Rc::new(RefCell::new(Some(Inner {
+                model,
+                engine,
+                adapter: name,
+            }))),
+        })
+    }
+
+    /// { adapter, backend, params, resolution, channels }
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let guard = self
+            .inner
+            .try_borrow()
+            .map_err(|_| js_err("busy: a sample is running"))?;
+        let inner = guard
+            .as_ref()
+            .ok_or_else(|| js_err("this model was freed"))?;
+        let o = Object::new();
+        let backend = if matches!(inner.engine, Engine::Gpu(_)) {
+            "gpu"
+        } else {
+            "cpu"
+        };
+        Reflect::set(&o, &"adapter".into(), &inner.adapter.clone().into())?;
+        Reflect::set(&o, &"backend".into(), &backend.into())?;
+        Reflect::set(
+            &o,
+            &"params".into(),
+            &(inner.model.plan.param_count() as f64).into(),
+        )?;
+        Reflect::set(
+            &o,
+            &"resolution".into(),
+            &(inner.model.config.model.resolution as f64).into(),
+        )?;
+        Reflect::set(
+            &o,
+            &"channels".into(),
+            &(inner.model.config.model.in_channels as f64).into(),
+        )?;
+        let bytes = match &inner.engine {
+            Engine::Gpu(g) => g.gpu_bytes() as f64,
+            Engine::Cpu(_) => 0.0,
+        };
+        Reflect::set(&o, &"gpuBytes".into(), &bytes.into())?;
+        Ok(o.into())
+    }
+
+    /// Sample: { steps, eta, skip, seed, n, clip, sampler, onStep, previewEvery, signal }.
+    // The borrow is held across awaits on purpose: it is the lock that refuses a second
+    // concurrent call (try_borrow_mut fails with "busy") instead of interleaving two runs.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn sample(&self, options: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut guard = inner
+                .try_borrow_mut()
+                .map_err(|_| js_err("busy: a sample is already running"))?;
+            let me = guard
+                .as_mut()
+                .ok_or_else(|| js_err("this model was freed"))?;
+            let n = count(&options, "n", 1)?;
+            if n == 0 {
+                return Err(js_err("n must be at least 1"));
+            }
+            let seed = num(&options, "seed")?.unwrap_or(0.0);
+            if !(seed >= 0.0 && seed.fract() == 0.0) {
+                return Err(js_err(format!(
+                    "seed must be a non-negative integer, got {seed}"
+                )));
+            }
+            me.run(&options, None, seed as u64, n).await
+        })
+    }
+
+    /// Slerp between the x_T of two seeds: { seedA, seedB, frames, steps, eta, ... }.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn interpolate(&self, options: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut guard = inner
+                .try_borrow_mut()
+                .map_err(|_| js_err("busy: a sample is already running"))?;
+            let me = guard
+                .as_mut()
+                .ok_or_else(|| js_err("this model was freed"))?;
+            let (a, b) = (
+                num(&options, "seedA")?.unwrap_or(0.0),
+                num(&options, "seedB")?.unwrap_or(1.0),
+            );
+            let frames = count(&options, "frames", 8)?;
+            let (c, r) = (
+                me.model.config.model.in_channels,
+                me.model.config.model.resolution,
+            );
+            let z = interpolation_latents(a as u64, b as u64, frames, c, r).map_err(js_err)?;
+            me.run(&options, Some(z), a as u64, frames).await
+        })
+    }
+}

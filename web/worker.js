@@ -1,0 +1,33 @@
+// The model runs here, in a dedicated worker (where WebGPU is available), so the page stays
+// responsive. Messages in: load, sample, interpolate, cancel. Messages out: loaded, progress,
+// result, error.
+import init, { Ddim } from "../pkg/ddim_webgpu.js";
+
+const ready = init();
+let ddim = null;
+let ctrl = null;
+
+async function handle(m) {
+  await ready;
+  if (m.type === "load") {
+    if (ddim) { ddim.free(); ddim = null; }
+    ddim = await Ddim.load(m.weights, m.config ?? undefined, { backend: m.backend });
+    postMessage({ type: "loaded", info: ddim.info() });
+  } else if (m.type === "sample" || m.type === "interpolate") {
+    if (!ddim) throw new Error("no model loaded");
+    ctrl = new AbortController();
+    const opts = {
+      ...m.options,
+      signal: ctrl.signal,
+      onStep: (step, total, preview) => postMessage({ type: "progress", step, total, preview }),
+    };
+    const r = m.type === "sample" ? await ddim.sample(opts) : await ddim.interpolate(opts);
+    postMessage({ type: "result", kind: m.type, images: r.images, raw: r.raw, msPerStep: r.msPerStep, info: ddim.info() });
+  } else if (m.type === "cancel") {
+    ctrl?.abort();
+  }
+}
+
+onmessage = (e) => {
+  handle(e.data).catch((err) => postMessage({ type: "error", during: e.data.type, message: String(err?.message ?? err) }));
+};
