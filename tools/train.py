@@ -210,6 +210,11 @@ def parse_args(argv=None):
                    help="also keep a copy ckpt_<step>.pth every this many steps (0: never)")
     p.add_argument("--log-every", type=int, default=10, help="progress line period in steps")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--low-priority", action="store_true",
+                   help="nice 19, and if this process leads its own session (start it with `setsid`) also "
+                        "set its scheduler autogroup to nice 19 -- with autogroups enabled plain nice only "
+                        "ranks processes within one session, so it would not yield to compiles elsewhere")
+    p.add_argument("--pidfile", default=None, help="write this process's PID here")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/ckpt.pth")
     p.add_argument("--fresh", action="store_true", help="start over even if WORKDIR has a checkpoint")
     p.add_argument("--bench", type=int, default=0, metavar="N",
@@ -248,7 +253,31 @@ def fill_defaults(args, cfg):
         args.grad_clip = float(op.get("grad_clip", 1.0))
 
 
+def lower_priority():
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError:
+        pass
+    if os.getsid(0) == os.getpid():  # own session => own autogroup, safe to renice it
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write("19")
+        except OSError:
+            pass
+    try:
+        with open("/proc/self/autogroup") as f:
+            ag = f.read().strip()
+    except OSError:
+        ag = "n/a"
+    log(f"priority: nice {os.nice(0)}, {ag}")
+
+
 def train(args):
+    if args.low_priority:
+        lower_priority()
+    if args.pidfile:
+        with open(args.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
     torch.set_num_threads(args.threads)
     try:
         torch.set_num_interop_threads(1)
