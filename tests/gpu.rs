@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, fixture, get, read_tensors};
+use common::{assert_close, fixture, get, max_rel, randn, read_tensors};
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::Gpu;
 use ddim_webgpu::backend::gpu::GpuBackend;
@@ -28,20 +28,6 @@ fn gpu() -> Option<Gpu> {
             None
         }
     }
-}
-
-fn randn(seed: u32, n: usize) -> Vec<f32> {
-    let mut v = vec![0.0; n];
-    rng::fill_normal(77, 5, seed, &mut v);
-    v
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let m = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |d, (x, y)| d.max((x - y).abs()))
-        / m
 }
 
 fn dummy_config() -> ModelConfig {
@@ -87,7 +73,7 @@ fn twin(
                 .get(1..)
                 .map_or(1, |s| s.iter().product::<usize>())
                 .max(1);
-            let v = randn(1000 + i as u32, numel)
+            let v = randn(5, 1000 + i as u32, numel)
                 .iter()
                 .map(|x| x / (fan as f32).sqrt())
                 .collect();
@@ -106,7 +92,7 @@ fn twin(
     let inputs: Vec<(usize, Vec<f32>)> = op
         .reads()
         .into_iter()
-        .map(|s| (s, randn(s as u32, slots[s].len() * n)))
+        .map(|s| (s, randn(5, s as u32, slots[s].len() * n)))
         .collect();
     let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
     let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, out);

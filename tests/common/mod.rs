@@ -35,3 +35,19 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
         d / m
     );
 }
+
+/// Seeded standard normals (the project's own generator), for random test inputs.
+pub fn randn(stream: u32, seed: u32, n: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    ddim_webgpu::rng::fill_normal(1234, stream, seed, &mut v);
+    v
+}
+
+/// max|a − b| / max|b|.
+pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let m = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |d, (x, y)| d.max((x - y).abs()))
+        / m
+}
