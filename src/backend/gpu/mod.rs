@@ -20,7 +20,7 @@ use kernels::{Kernel, Kernels};
 use wgpu::util::DeviceExt;
 
 /// Steps encoded into one submission.
-const STEPS_PER_SUBMIT: usize = 8;
+pub const STEPS_PER_SUBMIT: usize = 8;
 
 /// The uniform block of ddim_step.wgsl: this step's coefficients plus the noise key.
 #[repr(C)]
@@ -80,6 +80,9 @@ pub struct GpuBackend {
     buf_len: Vec<usize>,
     attn_len: usize,
     max_batch: usize,
+    /// Host time spent encoding and submitting steps (not waiting for the device).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub host_time: std::time::Duration,
     batch: Option<Batch>,
     traj: Option<Trajectory>,
 }
@@ -179,6 +182,8 @@ impl GpuBackend {
             buf_len,
             attn_len,
             max_batch,
+            #[cfg(not(target_arch = "wasm32"))]
+            host_time: Default::default(),
             batch: None,
             traj: None,
         })
@@ -706,6 +711,8 @@ impl Backend for GpuBackend {
     }
 
     fn step(&mut self, k: usize) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let started = std::time::Instant::now();
         let t = self
             .traj
             .as_ref()
@@ -747,12 +754,21 @@ impl Backend for GpuBackend {
         let t = self.traj.as_mut().expect("trajectory");
         t.pending += 1;
         if t.pending >= STEPS_PER_SUBMIT {
-            self.gpu.queue.submit([enc.finish()]);
+            let cb = enc.finish();
+            self.gpu.queue.submit([cb]);
             t.pending = 0;
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                self.host_time += started.elapsed();
+            }
             // Keep at most one group in flight, so the host never races far ahead.
             self.gpu.wait()?;
         } else {
             t.encoder = Some(enc);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                self.host_time += started.elapsed();
+            }
         }
         Ok(())
     }

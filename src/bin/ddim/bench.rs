@@ -96,6 +96,20 @@ fn time_sample(be: &mut dyn Backend, model: &Model, n: usize, steps: usize) -> R
     Ok(s.elapsed().as_secs_f64())
 }
 
+/// The host's share of a GPU step: time spent encoding and submitting, against the wall time.
+fn host_cost(model: &Model, n: usize, steps: usize) -> Result<()> {
+    let mut g = GpuBackend::new(model)?;
+    let wall = time_sample(&mut g, model, n, steps)?;
+    let host = g.host_time.as_secs_f64();
+    println!(
+        "  host cost per GPU step (batch {n}): {:.0} µs to encode and submit, of {:.1} ms wall ({:.2}%)",
+        host * 1e6 / steps as f64,
+        wall * 1e3 / steps as f64,
+        100.0 * host / wall
+    );
+    Ok(())
+}
+
 fn torch(a: &Args, py: &str, n: usize) -> Result<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py");
     let out = Command::new(py)
@@ -151,6 +165,9 @@ pub fn run(a: Args) -> Result<()> {
                 time_forward(be.as_mut(), &model, n.min(mb), &a)? * n.div_ceil(mb) as f64;
             if let Some(s) = a.sample_steps {
                 sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
+                if name == "gpu" {
+                    host_cost(&model, n.min(mb), s)?;
+                }
             }
             rows.push(Row {
                 backend: label.clone(),
