@@ -7,7 +7,7 @@ mod common;
 use common::{assert_close, fixture, get, max_rel, randn, read_tensors};
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::Gpu;
-use ddim_webgpu::backend::gpu::GpuBackend;
+use ddim_webgpu::backend::gpu::{ConvKind, GpuBackend};
 use ddim_webgpu::backend::{Backend, NoiseKey};
 use ddim_webgpu::model::config::ModelConfig;
 use ddim_webgpu::model::unet::Param;
@@ -54,6 +54,21 @@ fn twin(
     n: usize,
     tol: f32,
 ) -> Gpu {
+    twin_with(gpu, what, slots, params, op, n, tol, None)
+}
+
+/// `twin`, with the convolution kernel forced (None: the adapter's default).
+#[allow(clippy::too_many_arguments)]
+fn twin_with(
+    gpu: Gpu,
+    what: &str,
+    slots: Vec<Slot>,
+    params: Vec<Vec<usize>>,
+    op: Op,
+    n: usize,
+    tol: f32,
+    conv: Option<ConvKind>,
+) -> Gpu {
     let out = op.writes()[0];
     let params: Vec<Param> = params
         .into_iter()
@@ -97,6 +112,9 @@ fn twin(
     let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
     let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, out);
     let mut g = pollster::block_on(GpuBackend::with_plan(gpu, plan, &weights)).unwrap();
+    if let Some(k) = conv {
+        g.set_conv_kind(k);
+    }
     let got = pollster::block_on(g.execute(n, &refs, out)).unwrap();
     // Compare only the channels the op wrote.
     let View { c_off, c, .. } = match op {
@@ -216,6 +234,61 @@ fn conv_kernel_matches_its_twin() {
                 2,
                 1e-5,
             );
+        }
+    }
+}
+
+/// The workgroup-tiled conv is the default on hardware GPUs; hold it to the same twin here,
+/// on shapes that leave partial 64×64 tiles and K slices.
+#[test]
+fn tiled_conv_kernel_matches_its_twin() {
+    let Some(mut g) = gpu() else { return };
+    for &(ci, co, h, w) in &[(3, 32, 7, 5), (64, 96, 8, 8), (96, 33, 6, 4)] {
+        for &(k, r) in &[
+            (3, Resample::None),
+            (1, Resample::None),
+            (3, Resample::Down),
+            (3, Resample::Up),
+        ] {
+            if r == Resample::Down && (h % 2 == 1 || w % 2 == 1) {
+                continue;
+            }
+            let (ho, wo) = match r {
+                Resample::Up => (2 * h, 2 * w),
+                Resample::Down => (h / 2, w / 2),
+                Resample::None => (h, w),
+            };
+            let slots = vec![
+                map(ci + 2, h, w),
+                Slot::Vector { len: co },
+                map(co, ho, wo),
+                map(co + 3, ho, wo),
+            ];
+            let op = Op::Conv {
+                x: View {
+                    slot: 0,
+                    c_off: 2,
+                    c: ci,
+                },
+                y: View {
+                    slot: 3,
+                    c_off: 3,
+                    c: co,
+                },
+                w: 0,
+                b: 1,
+                k,
+                resample: r,
+                temb: Some(1),
+                residual: Some(View {
+                    slot: 2,
+                    c_off: 0,
+                    c: co,
+                }),
+            };
+            let what = format!("tiled conv {ci}->{co} {h}x{w} k{k} {r:?}");
+            let params = vec![vec![co, ci, k, k], vec![co]];
+            g = twin_with(g, &what, slots, params, op, 2, 1e-5, Some(ConvKind::Tiled));
         }
     }
 }
@@ -386,17 +459,21 @@ fn gpu_matches_pytorch_on_the_fixtures() {
         ))
         .unwrap();
         let x = get(&r, "x");
-        for (key, t) in [
-            ("eps_t0", [0.0, 0.0]),
-            ("eps_t999", [999.0, 999.0]),
-            ("eps_mixed", [17.0, 903.0]),
-        ] {
-            assert_close(
-                &format!("gpu {name} {key}"),
-                &be.forward(&x, &t).unwrap(),
-                &get(&r, key),
-                1e-4,
-            );
+        // Both convolution kernels, whichever this adapter defaults to.
+        for kind in [ConvKind::Tiled, ConvKind::Direct] {
+            be.set_conv_kind(kind);
+            for (key, t) in [
+                ("eps_t0", [0.0, 0.0]),
+                ("eps_t999", [999.0, 999.0]),
+                ("eps_mixed", [17.0, 903.0]),
+            ] {
+                assert_close(
+                    &format!("gpu {name} {key} {kind:?}"),
+                    &be.forward(&x, &t).unwrap(),
+                    &get(&r, key),
+                    1e-4,
+                );
+            }
         }
         let d = &model.config.diffusion;
         let sched = d.schedule().unwrap();

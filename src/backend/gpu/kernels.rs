@@ -20,6 +20,7 @@ pub struct Kernel {
 /// Every pipeline the plan and the sampler use.
 pub struct Kernels {
     pub conv: Kernel,
+    pub conv_tiled: Kernel,
     pub group_norm: Kernel,
     pub linear: Kernel,
     pub attn_scores: Kernel,
@@ -101,6 +102,14 @@ impl Kernels {
                 gpu,
                 "conv2d.wgsl",
                 conv,
+                "main",
+                &[Uniform, Read, Read, Read, Read, Read, Write],
+            )
+            .await?,
+            conv_tiled: kernel(
+                gpu,
+                "conv2d_tiled.wgsl",
+                include_str!("../../../shaders/conv2d_tiled.wgsl"),
                 "main",
                 &[Uniform, Read, Read, Read, Read, Read, Write],
             )

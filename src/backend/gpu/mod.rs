@@ -19,6 +19,15 @@ use device::{describe, Gpu};
 use kernels::{Kernel, Kernels};
 use wgpu::util::DeviceExt;
 
+/// Which convolution kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    /// conv2d.wgsl: 4×4 register tiles, no workgroup memory (best on software adapters).
+    Direct,
+    /// conv2d_tiled.wgsl: 64×64 tiles staged through workgroup memory (hardware GPUs).
+    Tiled,
+}
+
 /// Steps encoded into one submission.
 pub const STEPS_PER_SUBMIT: usize = 8;
 
@@ -80,6 +89,7 @@ pub struct GpuBackend {
     buf_len: Vec<usize>,
     attn_len: usize,
     max_batch: usize,
+    conv_kind: ConvKind,
     /// Host time spent encoding and submitting steps (not waiting for the device).
     #[cfg(not(target_arch = "wasm32"))]
     pub host_time: std::time::Duration,
@@ -172,6 +182,7 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let gpu_info = gpu.info.clone();
         Ok(GpuBackend {
             gpu,
             kernels,
@@ -182,6 +193,11 @@ impl GpuBackend {
             buf_len,
             attn_len,
             max_batch,
+            conv_kind: if device::is_software(&gpu_info) {
+                ConvKind::Direct
+            } else {
+                ConvKind::Tiled
+            },
             #[cfg(not(target_arch = "wasm32"))]
             host_time: Default::default(),
             batch: None,
@@ -199,6 +215,15 @@ impl GpuBackend {
         self.weights.iter().map(|b| b.size()).sum::<u64>()
             + self.batch.as_ref().map_or(0, |b| b.bytes)
             + self.traj.as_ref().map_or(0, |t| t.bytes)
+    }
+
+    /// Choose the convolution kernel (the default follows the adapter type). Takes effect
+    /// for the next batch size prepared.
+    pub fn set_conv_kind(&mut self, kind: ConvKind) {
+        if kind != self.conv_kind {
+            self.conv_kind = kind;
+            self.batch = None;
+        }
     }
 
     /// Give the device back (to build another backend on it without reopening).
@@ -314,8 +339,9 @@ impl GpuBackend {
                     ]);
                     let tb = temb.map_or(&self.dummy, buf);
                     let rb = residual.map_or(&self.dummy, |r| buf(r.slot));
+                    let tiled = self.conv_kind == ConvKind::Tiled;
                     let bind = self.bind(
-                        &k.conv,
+                        if tiled { &k.conv_tiled } else { &k.conv },
                         &[
                             &p,
                             buf(x.slot),
@@ -326,7 +352,16 @@ impl GpuBackend {
                             buf(y.slot),
                         ],
                     );
-                    let groups = [ceil(ho * wo, 64), ceil(y.c, 16), n as u32];
+                    let groups = if tiled {
+                        [ceil(ho * wo, 64), ceil(y.c, 64), n as u32]
+                    } else {
+                        [ceil(ho * wo, 64), ceil(y.c, 16), n as u32]
+                    };
+                    let kernel: fn(&Kernels) -> &Kernel = if tiled {
+                        |k| &k.conv_tiled
+                    } else {
+                        |k| &k.conv
+                    };
                     let label = match (ks, resample) {
                         (1, _) => "conv 1x1",
                         (_, Resample::Down) => "conv 3x3 stride 2",
@@ -334,7 +369,7 @@ impl GpuBackend {
                         _ => "conv 3x3",
                     };
                     ops.push(Dispatch {
-                        kernel: |k| &k.conv,
+                        kernel,
                         bind,
                         groups,
                         label,

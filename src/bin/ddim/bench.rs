@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::backend::cpu::CpuBackend;
-use ddim_webgpu::backend::gpu::GpuBackend;
+use ddim_webgpu::backend::gpu::{ConvKind, GpuBackend};
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::model::{parse_config, random_model, Model};
 use ddim_webgpu::sampler::{self, initial_noise, Job};
@@ -42,6 +42,10 @@ pub struct Args {
     /// Print the GPU's per-kernel time (needs timestamp-query).
     #[arg(long)]
     profile: bool,
+    /// GPU convolution kernel: tiled (workgroup memory) or direct (registers only).
+    /// Default: tiled on hardware GPUs, direct on software adapters.
+    #[arg(long)]
+    conv: Option<String>,
     /// One JSON line per measurement instead of text.
     #[arg(long)]
     json: bool,
@@ -97,8 +101,8 @@ fn time_sample(be: &mut dyn Backend, model: &Model, n: usize, steps: usize) -> R
 }
 
 /// The host's share of a GPU step: time spent encoding and submitting, against the wall time.
-fn host_cost(model: &Model, n: usize, steps: usize) -> Result<()> {
-    let mut g = GpuBackend::new(model)?;
+fn host_cost(model: &Model, n: usize, steps: usize, a: &Args) -> Result<()> {
+    let mut g = gpu_backend(model, a)?;
     let wall = time_sample(&mut g, model, n, steps)?;
     let host = g.host_time.as_secs_f64();
     println!(
@@ -108,6 +112,19 @@ fn host_cost(model: &Model, n: usize, steps: usize) -> Result<()> {
         100.0 * host / wall
     );
     Ok(())
+}
+
+fn gpu_backend(model: &Model, a: &Args) -> Result<GpuBackend> {
+    let mut g = GpuBackend::new(model)?;
+    match a.conv.as_deref() {
+        None => {}
+        Some("tiled") => g.set_conv_kind(ConvKind::Tiled),
+        Some("direct") => g.set_conv_kind(ConvKind::Direct),
+        Some(o) => {
+            return Err(Error::invalid("conv", format!("{o:?} (expected tiled or direct)")).into())
+        }
+    }
+    Ok(g)
 }
 
 fn torch(a: &Args, py: &str, n: usize) -> Result<f64> {
@@ -149,7 +166,7 @@ pub fn run(a: Args) -> Result<()> {
     for name in &a.backends {
         let mut be: Box<dyn Backend> = match name.as_str() {
             "cpu" => Box::new(CpuBackend::new(&model)),
-            "gpu" => Box::new(GpuBackend::new(&model)?),
+            "gpu" => Box::new(gpu_backend(&model, &a)?),
             other => {
                 return Err(
                     Error::invalid("backends", format!("{other:?} (expected cpu or gpu)")).into(),
@@ -166,7 +183,7 @@ pub fn run(a: Args) -> Result<()> {
             if let Some(s) = a.sample_steps {
                 sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
                 if name == "gpu" {
-                    host_cost(&model, n.min(mb), s)?;
+                    host_cost(&model, n.min(mb), s, &a)?;
                 }
             }
             rows.push(Row {
@@ -178,7 +195,7 @@ pub fn run(a: Args) -> Result<()> {
             report(&a, rows.last().unwrap(), gflop_per_image);
         }
         if a.profile && name == "gpu" {
-            let mut g = GpuBackend::new(&model)?;
+            let mut g = gpu_backend(&model, &a)?;
             let n = a.batch[0].min(g.max_batch());
             let (c, r) = (
                 model.config.model.in_channels,
