@@ -150,3 +150,47 @@ pub fn read_png(path: &Path, channels: usize) -> Result<Tensor> {
     }
     Tensor::new(vec![1, channels, h, w], data)
 }
+
+/// An image atlas (as tools/prepare_emoji.py writes: `NAME.png` plus `NAME.json` with
+/// `tile`, `columns` and `count`) as [count, C, tile, tile] in model space.
+pub fn read_atlas(path: &Path) -> Result<Tensor> {
+    let meta_path = path.with_extension("json");
+    let meta = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::Config {
+        path: meta_path.display().to_string(),
+        why: format!("not valid JSON: {e}"),
+    })?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .ok_or_else(|| Error::Config {
+                path: meta_path.display().to_string(),
+                why: format!("missing integer {k:?}"),
+            })
+    };
+    let (tile, cols, count) = (field("tile")?, field("columns")?, field("count")?);
+    let sheet = read_png(path, 3)?;
+    let (h, w) = (sheet.shape[2], sheet.shape[3]);
+    if tile == 0 || cols == 0 || cols * tile > w || count.div_ceil(cols) * tile > h {
+        return Err(Error::invalid(
+            "data",
+            format!(
+                "{}: {count} tiles of {tile}px in {cols} columns do not fit its {w}×{h} pixels",
+                path.display()
+            ),
+        ));
+    }
+    let mut data = vec![0.0f32; count * 3 * tile * tile];
+    for i in 0..count {
+        let (ty, tx) = ((i / cols) * tile, (i % cols) * tile);
+        for c in 0..3 {
+            for y in 0..tile {
+                let src = (c * h + ty + y) * w + tx;
+                let dst = ((i * 3 + c) * tile + y) * tile;
+                data[dst..dst + tile].copy_from_slice(&sheet.data[src..src + tile]);
+            }
+        }
+    }
+    Tensor::new(vec![count, 3, tile, tile], data)
+}

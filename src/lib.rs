@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod image;
 pub mod model;

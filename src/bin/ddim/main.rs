@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod eval;
 mod info;
 mod interpolate;
 mod output;
@@ -39,6 +40,8 @@ enum Cmd {
     Info(info::Args),
     /// Time the network's forward pass on random weights.
     Bench(bench::Args),
+    /// Sample quality (SWD) against the training images over steps × η × skip.
+    Eval(eval::Args),
     /// Serve the web page and the wasm package on 127.0.0.1.
     Serve(serve::Args),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Cmd::Info(a) => info::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Eval(a) => eval::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
