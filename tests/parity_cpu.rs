@@ -150,6 +150,19 @@ fn ddim_trajectories_match_the_official_sampler() {
             &get(&r, "sample_leading_clip_s10"),
             SAMPLE_TOL,
         );
+        // One-step runs of the other sequences (quad: [0]; leading, clipped: [0] to ᾱ = 1).
+        for (skip, clip, key) in [
+            (Skip::Quad, None, "sample_quad_s1"),
+            (Skip::Leading, Some(1.0), "sample_leading_clip_s1"),
+        ] {
+            let out = sample(&model, skip, 1, clip, false);
+            assert_close(
+                &format!("{name} {key}"),
+                &out.samples,
+                &get(&r, key),
+                SAMPLE_TOL,
+            );
+        }
     }
 }
 

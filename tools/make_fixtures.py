@@ -346,6 +346,9 @@ def make_model_fixtures(name: str, spec: dict, root: Path) -> dict:
     xs, _ = generalized_steps(xT, quad_seq(T, 10), model, betas, eta=0.0, generator=gz)
     ref["sample_quad_s10"] = xs[-1]
     ref["sample_leading_clip_s10"] = diffusers_ddim_sample(model, xT, 10, clip_sample=True)
+    xs, _ = generalized_steps(xT, quad_seq(T, 1), model, betas, eta=0.0, generator=gz)
+    ref["sample_quad_s1"] = xs[-1]
+    ref["sample_leading_clip_s1"] = diffusers_ddim_sample(model, xT, 1, clip_sample=True)
 
     ref = {k: v.float().contiguous() for k, v in ref.items()}
     for k, v in ref.items():
@@ -364,7 +367,7 @@ def make_model_fixtures(name: str, spec: dict, root: Path) -> dict:
     save_file(ref, str(d / "ref.safetensors"), metadata={
         "note": f"fixture {name}; eps_tN: model(x, t=N) for both batch items; eps_mixed: t=[17,903]; "
                 "sample_*: final x of the official eta=0 DDIM sampler from xT; "
-                "sample_leading_clip_s10: diffusers DDIMScheduler(clip_sample=True, leading) from xT",
+                "sample_leading_clip_sN: diffusers DDIMScheduler(clip_sample=True, leading) from xT",
     })
     np.save(d / "xT.npy", xT.numpy().astype(np.float32))
 
