@@ -60,7 +60,8 @@ fn upsample(img: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
 pub fn laplacian_pyramid(img: &[f32], c: usize, res: usize) -> Vec<(usize, Vec<f32>)> {
     let mut levels = Vec::new();
     let (mut cur, mut r) = (img.to_vec(), res);
-    while r > MIN_RES && r.is_multiple_of(2) {
+    // Stop before a level would be smaller than a patch.
+    while r > MIN_RES && r.is_multiple_of(2) && r / 2 >= PATCH {
         let low = downsample(&cur, c, r, r);
         let up = upsample(&low, c, r / 2, r / 2);
         levels.push((r, cur.iter().zip(&up).map(|(a, b)| a - b).collect()));
@@ -252,6 +253,18 @@ mod tests {
         );
         // Deterministic.
         assert_eq!(swd(&a, &b).unwrap(), swd(&a, &b).unwrap());
+    }
+
+    #[test]
+    fn resolutions_that_halve_below_a_patch_stop_early() {
+        for r in [12, 20, 24] {
+            let levels = laplacian_pyramid(&vec![0.5; 3 * r * r], 3, r);
+            assert!(
+                levels.iter().all(|(lr, _)| *lr >= PATCH),
+                "{r}: {:?}",
+                levels.iter().map(|l| l.0).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

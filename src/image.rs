@@ -172,7 +172,14 @@ pub fn read_atlas(path: &Path) -> Result<Tensor> {
     let (tile, cols, count) = (field("tile")?, field("columns")?, field("count")?);
     let sheet = read_png(path, 3)?;
     let (h, w) = (sheet.shape[2], sheet.shape[3]);
-    if tile == 0 || cols == 0 || cols * tile > w || count.div_ceil(cols) * tile > h {
+    let fits = tile > 0
+        && cols > 0
+        && cols.checked_mul(tile).is_some_and(|x| x <= w)
+        && count
+            .div_ceil(cols)
+            .checked_mul(tile)
+            .is_some_and(|y| y <= h);
+    if !fits {
         return Err(Error::invalid(
             "data",
             format!(

@@ -80,16 +80,18 @@ pub fn parse_f32(bytes: &[u8], path: &str) -> Result<Tensor> {
         .map(|s| s.parse().map_err(|_| bad(format!("bad shape entry {s:?}"))))
         .collect::<Result<_>>()?;
     let body = &bytes[hstart + hlen..];
-    let n: usize = shape.iter().product();
     let (size, wide) = match descr {
         "<f4" => (4, false),
         "<f8" => (8, true),
         _ => return Err(bad(format!("dtype {descr:?} is not float32 (<f4)"))),
     };
-    if body.len() != n * size {
+    let bytes = shape
+        .iter()
+        .try_fold(size, |a: usize, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+    if body.len() != bytes {
         return Err(bad(format!(
-            "shape {shape:?} needs {} data bytes, found {}",
-            n * size,
+            "shape {shape:?} needs {bytes} data bytes, found {}",
             body.len()
         )));
     }
@@ -105,8 +107,19 @@ pub fn parse_f32(bytes: &[u8], path: &str) -> Result<Tensor> {
     Ok(Tensor { shape, data })
 }
 
-/// An uncompressed (stored) zip holding the given members, as numpy.savez writes.
-pub fn npz(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+/// An uncompressed (stored) zip holding the given members, as numpy.savez writes. Without
+/// zip64 the archive must stay under 4 GiB.
+pub fn npz(members: &[(&str, Vec<u8>)]) -> Result<Vec<u8>> {
+    let total: usize = members
+        .iter()
+        .map(|(n, d)| d.len() + 2 * n.len() + 128)
+        .sum();
+    if total >= u32::MAX as usize {
+        return Err(Error::invalid(
+            "out",
+            format!("a .npz of {total} bytes needs zip64, which is not written; use a folder of PNGs or fewer samples"),
+        ));
+    }
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data) in members {
@@ -148,7 +161,7 @@ pub fn npz(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
     out.extend_from_slice(&(central.len() as u32).to_le_bytes());
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -164,6 +177,13 @@ mod tests {
             128
         );
         assert_eq!(parse_f32(&b, "x").unwrap(), t);
+    }
+
+    #[test]
+    fn an_impossible_shape_is_an_error_not_a_panic() {
+        let b = header("<f4", &[1 << 62, 3, 32, 32]);
+        let e = parse_f32(&b, "huge.npy").unwrap_err().to_string();
+        assert!(e.contains("huge.npy") && e.contains("too large"), "{e}");
     }
 
     #[test]

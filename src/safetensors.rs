@@ -93,11 +93,11 @@ pub fn parse(bytes: &[u8], path: &str) -> Result<TensorFile> {
                 )))
             }
         };
-        let numel = shape
+        let bytes = shape
             .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .try_fold(size as u64, |a, &d| a.checked_mul(d as u64))
             .ok_or_else(|| bad(format!("tensor {name:?} shape {shape:?} overflows")))?;
-        if e < s || e as usize > data.len() || (e - s) as usize != numel * size {
+        if e < s || e > data.len() as u64 || e - s != bytes {
             return Err(bad(format!(
                 "tensor {name:?} ({dtype} {shape:?}) has data_offsets [{s}, {e}] that do not fit its \
                  size or the {} data bytes (file truncated?)",
@@ -181,4 +181,38 @@ pub fn serialize(tensors: &[(&str, &Tensor)], dtype: Dtype, metadata: &[(&str, &
     out.extend_from_slice(&h);
     out.extend_from_slice(&body);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn offsets_and_shapes_past_any_size_are_errors() {
+        let far = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4294967292,4294967296]}}"#;
+        let huge = r#"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,4]}}"#;
+        for h in [far, huge] {
+            let e = parse(&file(h, &[0; 4]), "bad.safetensors")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("bad.safetensors") && e.contains("\"w\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn round_trip_in_every_dtype() {
+        let t = Tensor::new(vec![2, 2], vec![1.0, -0.5, 0.25, 3.0]).unwrap();
+        for d in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let f = parse(&serialize(&[("t", &t)], d, &[("k", "v")]), "x").unwrap();
+            assert_eq!(f.get("t").unwrap(), &t);
+            assert_eq!(f.metadata["k"], "v");
+        }
+    }
 }

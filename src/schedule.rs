@@ -177,6 +177,12 @@ impl Schedule {
         zsnr: bool,
     ) -> Result<Self> {
         let mut b = betas(kind, start, end, t)?;
+        if zsnr && t < 2 {
+            return Err(Error::invalid(
+                "timesteps",
+                "the zero-terminal-SNR rescale needs at least 2",
+            ));
+        }
         if zsnr {
             b = rescale_zero_terminal_snr(&b);
         }
@@ -266,10 +272,10 @@ pub fn timesteps(skip: Skip, t: usize, steps: usize, steps_offset: usize) -> Res
             .map(|i| i * (ti / si) + steps_offset as i64)
             .collect(),
         Skip::Trailing => {
-            // np.arange(T, 0, -T/S): its length is ceil(T / (T/S)) in floating point.
+            // diffusers' np.arange(T, 0, -T/S) can gain a stray S+1-th entry (−1) from float
+            // rounding (e.g. S = 61); take exactly the S values it means.
             let step = t as f64 / steps as f64;
-            let n = (t as f64 / step).ceil() as usize;
-            (0..n)
+            (0..steps)
                 .map(|k| (t as f64 - k as f64 * step).round_ties_even() as i64 - 1)
                 .rev()
                 .collect()
@@ -444,6 +450,15 @@ pub fn step_table(sched: &Schedule, seq: &[i64], opt: &StepOptions) -> Result<Ve
             Some(&n) => sched.abar(n),
             None => final_abar,
         };
+        if a <= 0.0 && opt.prediction == Prediction::Epsilon {
+            return Err(Error::invalid(
+                "prediction",
+                format!(
+                    "ᾱ is 0 at t = {t} (a zero-terminal-SNR or jsd schedule): an epsilon \
+                         model cannot predict x0 there; use v prediction or fewer steps"
+                ),
+            ));
+        }
         let [x0_x, x0_m, eps_x, eps_m] = prediction_coeffs(opt.prediction, a);
         let mut c = StepCoeffs {
             t: t as f32,
@@ -540,6 +555,32 @@ mod tests {
         let s = timesteps(Skip::Uniform, 1000, 30, 0).unwrap();
         assert_eq!(s.len(), 31);
         assert_eq!((s[0], s[30]), (990, 0));
+    }
+
+    #[test]
+    fn trailing_never_gains_a_stray_step() {
+        for s in [61, 103, 121, 122, 201, 999] {
+            let seq = timesteps(Skip::Trailing, 1000, s, 0).unwrap();
+            assert_eq!(seq.len(), s);
+            assert!(
+                seq.iter().all(|&t| (0..1000).contains(&t)),
+                "S={s}: {seq:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_alpha_bar_is_refused_for_epsilon_models() {
+        // jsd ends at β = 1, so ᾱ[T−1] = 0 and x0 cannot be recovered from ε there.
+        let sched = Schedule::from_kind(BetaSchedule::Jsd, 1e-4, 0.02, 100, false).unwrap();
+        let seq = timesteps(Skip::Linspace, 100, 10, 0).unwrap();
+        let e = step_table(&sched, &seq, &StepOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("prediction"), "{e}");
+        let v = StepOptions {
+            prediction: Prediction::V,
+            ..Default::default()
+        };
+        assert!(step_table(&sched, &seq, &v).is_ok());
     }
 
     #[test]

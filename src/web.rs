@@ -70,6 +70,30 @@ fn count(o: &JsValue, key: &str, default: usize) -> Result<usize, JsValue> {
     }
 }
 
+/// A seed: a non-negative integer that a double holds exactly.
+fn seed(o: &JsValue, key: &str, default: f64) -> Result<f64, JsValue> {
+    let s = num(o, key)?.unwrap_or(default);
+    if !(s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_991.0) {
+        return Err(js_err(format!(
+            "{key} must be a non-negative integer, got {s}"
+        )));
+    }
+    Ok(s)
+}
+
+/// The most images one call makes: beyond this the page would run out of memory first.
+const MAX_IMAGES: usize = 4096;
+
+fn images_count(o: &JsValue, key: &str, default: usize) -> Result<usize, JsValue> {
+    match count(o, key, default)? {
+        0 => Err(js_err(format!("{key} must be at least 1"))),
+        n if n > MAX_IMAGES => Err(js_err(format!(
+            "{key} = {n} is over the limit of {MAX_IMAGES}"
+        ))),
+        n => Ok(n),
+    }
+}
+
 fn global() -> JsValue {
     js_sys::global().into()
 }
@@ -427,16 +451,8 @@ impl Ddim {
             let me = guard
                 .as_mut()
                 .ok_or_else(|| js_err("this model was freed"))?;
-            let n = count(&options, "n", 1)?;
-            if n == 0 {
-                return Err(js_err("n must be at least 1"));
-            }
-            let seed = num(&options, "seed")?.unwrap_or(0.0);
-            if !(seed >= 0.0 && seed.fract() == 0.0) {
-                return Err(js_err(format!(
-                    "seed must be a non-negative integer, got {seed}"
-                )));
-            }
+            let n = images_count(&options, "n", 1)?;
+            let seed = seed(&options, "seed", 0.0)?;
             me.run(&options, None, seed as u64, n).await
         })
     }
@@ -452,11 +468,8 @@ impl Ddim {
             let me = guard
                 .as_mut()
                 .ok_or_else(|| js_err("this model was freed"))?;
-            let (a, b) = (
-                num(&options, "seedA")?.unwrap_or(0.0),
-                num(&options, "seedB")?.unwrap_or(1.0),
-            );
-            let frames = count(&options, "frames", 8)?;
+            let (a, b) = (seed(&options, "seedA", 0.0)?, seed(&options, "seedB", 1.0)?);
+            let frames = images_count(&options, "frames", 8)?;
             let (c, r) = (
                 me.model.config.model.in_channels,
                 me.model.config.model.resolution,

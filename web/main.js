@@ -17,7 +17,8 @@ function state(s, msg) {
   document.body.dataset.state = s;
   if (msg !== undefined) $("status").textContent = msg;
   const busy = s === "running" || s === "loading";
-  $("generate").disabled = busy || s === "error" && !lastLoaded;
+  $("generate").disabled = busy || !lastLoaded;
+  for (const id of ["backend", "model-file", "config-file"]) $(id).disabled = busy;
   $("interpolate").disabled = $("generate").disabled;
   $("cancel").disabled = s !== "running";
 }
@@ -63,6 +64,7 @@ async function fetchCached(url, bar) {
 }
 
 async function loadModel(weights, config, name) {
+  lastLoaded = false;
   state("loading", `loading ${name}…`);
   $("model-name").textContent = `model: ${name}`;
   worker.postMessage({ type: "load", weights, config, backend: $("backend").value });

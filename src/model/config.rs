@@ -78,13 +78,21 @@ impl ModelConfig {
             path: path.to_string(),
             why,
         };
+        if self.ch_mult.len() > 12 || self.ch > 1 << 16 || self.resolution > 1 << 14 {
+            return Err(bad(format!(
+                "{} levels, ch {} or resolution {} is beyond any DDPM UNet",
+                self.ch_mult.len(),
+                self.ch,
+                self.resolution
+            )));
+        }
         if self.ch == 0 || self.ch_mult.is_empty() || self.in_channels == 0 || self.out_ch == 0 {
             return Err(bad(
                 "ch, ch_mult, in_channels and out_ch must be non-zero".into()
             ));
         }
         for &m in &self.ch_mult {
-            if m == 0 || !(self.ch * m).is_multiple_of(32) {
+            if m == 0 || m > 64 || !(self.ch * m).is_multiple_of(32) {
                 return Err(bad(format!(
                     "ch {} × ch_mult {m} is not a multiple of the 32 GroupNorm groups",
                     self.ch

@@ -223,6 +223,7 @@ impl GpuBackend {
         if kind != self.conv_kind {
             self.conv_kind = kind;
             self.batch = None;
+            self.traj = None;
         }
     }
 
@@ -278,6 +279,8 @@ impl GpuBackend {
             )));
         }
         self.batch = None;
+        // The trajectory's latent lived in the old batch.
+        self.traj = None;
         let d = &self.gpu.device;
         let act = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
@@ -510,7 +513,7 @@ impl GpuBackend {
         }
         let out = buf(self.plan.output);
         let step_bind = self.bind(&self.kernels.step, &[&cur, &latent, out, &x0]);
-        let step_groups = grid((image * n).div_ceil(4), maxg);
+        let step_groups = grid(image.div_ceil(4) * n, maxg);
         self.gpu.check()?;
         let bytes =
             bufs.iter().map(|b| b.size()).sum::<u64>() + scratch.size() + latent.size() + x0.size();
@@ -758,7 +761,10 @@ impl Backend for GpuBackend {
                 t.len
             )));
         }
-        let b = self.batch.as_ref().expect("batch prepared");
+        let b = self
+            .batch
+            .as_ref()
+            .ok_or_else(|| Error::Backend("no trajectory started".into()))?;
         let mut enc = match self.traj.as_mut().and_then(|t| t.encoder.take()) {
             Some(e) => e,
             None => self.gpu.device.create_command_encoder(&Default::default()),

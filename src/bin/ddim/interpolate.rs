@@ -38,6 +38,7 @@ pub fn run(a: Args) -> Result<()> {
         model.config.model.in_channels,
         model.config.model.resolution,
     );
+    output::check_channels(kind, c)?;
     let (_, table) = common::table(&model, &a.steps)?;
     let z = interpolation_latents(a.seed_a, a.seed_b, a.frames, c, r)?;
     if a.batch == Some(0) {

@@ -58,6 +58,18 @@ pub fn kind(path: &Path) -> Result<Kind> {
     Ok(k)
 }
 
+/// Image outputs need 1 or 3 channels: say so before any compute.
+pub fn check_channels(kind: Kind, c: usize) -> Result<()> {
+    if matches!(kind, Kind::Png | Kind::Dir | Kind::Npz) && c != 1 && c != 3 {
+        return Err(Error::invalid(
+            "out",
+            format!("the model has {c} channels; images need 1 or 3, use .npy"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Write a batch [N, C, H, W]; `first` numbers the files of a folder output.
 pub fn write(kind: Kind, path: &Path, t: &Tensor, first: usize) -> Result<()> {
     match kind {
@@ -75,7 +87,7 @@ pub fn write(kind: Kind, path: &Path, t: &Tensor, first: usize) -> Result<()> {
                 }
             }
             let arr = npy::to_bytes_u8(&[n, h, w, c], &px);
-            write_atomic(path, &npy::npz(&[("arr_0.npy", arr)]))?
+            write_atomic(path, &npy::npz(&[("arr_0.npy", arr)])?)?
         }
         Kind::Dir => {
             std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;

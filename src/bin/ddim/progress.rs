@@ -31,6 +31,7 @@ impl Bar {
         let per = el / done.max(1) as f64;
         let eta = per * (total - done) as f64;
         let width = 30;
+        let done = done.min(total);
         let fill = done * width / total.max(1);
         let line = format!(
             "{} [{}{}] {done}/{total} {:.0} ms/step, ETA {:.0} s",

@@ -44,6 +44,7 @@ pub fn run(a: Args) -> Result<()> {
         model.config.model.in_channels,
         model.config.model.resolution,
     );
+    output::check_channels(kind, c)?;
     let mut parts = Vec::new();
     for p in &a.input {
         let t = if p.extension().and_then(|e| e.to_str()) == Some("npy") {
@@ -89,14 +90,14 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     })?
     .samples;
-    if let Some(l) = &a.latent_out {
-        write_atomic(l, &npy::to_bytes_f32(&xt))?;
-    }
     if kind == Kind::Png {
         let both = crate::sample::concat(vec![x0.clone(), rec.clone()]);
         write_atomic(&a.out, &image::batch_grid(&both, Some(n))?.png()?)?;
     } else {
         output::write(kind, &a.out, &rec, 0)?;
+    }
+    if let Some(l) = &a.latent_out {
+        write_atomic(l, &npy::to_bytes_f32(&xt))?;
     }
     let mse = mse(&x0, &rec);
     // PSNR over the [-1, 1] range (peak-to-peak 2).

@@ -79,15 +79,10 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     let n = init.as_ref().map_or(a.n.unwrap_or(16), |t| t.shape[0]);
-    if matches!(kind, Kind::Png | Kind::Dir) && c != 1 && c != 3 {
-        return Err(Error::invalid(
-            "out",
-            format!("the model has {c} channels; PNG needs 1 or 3, use .npy"),
-        )
-        .into());
-    }
+    output::check_channels(kind, c)?;
     let mut backend = common::backend(a.model.backend, &model)?;
-    let batch = a.batch.unwrap_or(n);
+    // A folder is written batch by batch, so by default a batch is what the backend holds.
+    let batch = a.batch.unwrap_or(backend.max_batch()).max(1);
     let first = if kind == Kind::Dir {
         output::done_in_dir(&a.out).min(n)
     } else {
@@ -105,7 +100,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut seqs: Vec<Vec<Tensor>> = Vec::new();
     // A folder is written batch by batch, so an interrupted run resumes where it stopped.
     let chunk = if kind == Kind::Dir { batch } else { n };
-    let total_steps = table.len() * (n - first).div_ceil(batch.min(backend.max_batch()));
+    let per_run = batch.min(backend.max_batch()).max(1);
+    // Each chunk runs in batches of per_run; count them chunk by chunk.
+    let total_steps: usize = (first..n)
+        .step_by(chunk)
+        .map(|s| table.len() * chunk.min(n - s).div_ceil(per_run))
+        .sum();
     let mut done_before = 0;
     for start in (first..n).step_by(chunk) {
         let m = chunk.min(n - start);
@@ -123,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
             bar.update(done_before + p.done, total_steps);
             Ok(())
         })?;
-        done_before += table.len() * m.div_ceil(batch.min(backend.max_batch()));
+        done_before += table.len() * m.div_ceil(per_run);
         if kind == Kind::Dir {
             output::write(kind, &a.out, &out.samples, start)?;
         } else {
