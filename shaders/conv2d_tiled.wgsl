@@ -1,46 +1,15 @@
-// conv2d as a tiled implicit GEMM for hardware GPUs: the same contract and bindings as
-// conv2d.wgsl, whose CPU twin is backend/cpu/conv.rs. A workgroup computes 64 output channels
-// × 64 output pixels. K (input channel × tap) is walked in slices of 16 staged through
+// conv2d as a tiled implicit GEMM for hardware GPUs: the same contract as conv2d.wgsl (and
+// conv_common.wgsl, prepended), whose CPU twin is backend/cpu/conv.rs. A workgroup computes
+// 64 output channels × 64 output pixels. K (input channel × tap) is walked in slices of 16 staged through
 // workgroup memory: weights as they lie, and the input gathered im2col-style on the fly, so
 // no im2col buffer exists. Each invocation accumulates a 4×4 block in registers. On software
 // adapters (lavapipe, SwiftShader) barriers are costly, so conv2d.wgsl is used there instead.
-
-struct Conv {
-    ci: u32, h: u32, w: u32, co: u32,
-    ho: u32, wo: u32, k: u32, mode: u32,
-    x_stride: u32, x_off: u32, y_stride: u32, y_off: u32,
-    r_stride: u32, r_off: u32, t_stride: u32, flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Conv;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> res: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 var<workgroup> a_tile: array<f32, 1024>; // [BK][BM]
 var<workgroup> b_tile: array<f32, 1024>; // [BK][BN]
-
-// The input row (or column) read by output coordinate o at tap t, or -1 in the padding.
-fn src(o: u32, t: u32, n: u32) -> i32 {
-    if (p.k == 1u) {
-        return i32(o);
-    }
-    if (p.mode == 1u) {
-        let i = 2u * o + t;
-        return select(-1, i32(i), i < n);
-    }
-    let u = i32(o + t) - 1;
-    if (p.mode == 2u) {
-        return select(-1, u / 2, u >= 0 && u < i32(2u * n));
-    }
-    return select(-1, u, u >= 0 && u < i32(n));
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -101,20 +70,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (o >= p.co) {
             break;
         }
-        var add = bias[o];
-        if ((p.flags & 1u) != 0u) {
-            add += temb[img * p.t_stride + o];
-        }
         for (var j = 0u; j < 4u; j++) {
             let q = n0 + lid.x * 4u + j;
             if (q >= plane) {
                 break;
             }
-            var v = acc[i][j] + add;
-            if ((p.flags & 2u) != 0u) {
-                v += res[img * p.r_stride + p.r_off + o * plane + q];
-            }
-            y[img * p.y_stride + p.y_off + o * plane + q] = v;
+            store(img, o, q, acc[i][j]);
         }
     }
 }

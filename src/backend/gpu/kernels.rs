@@ -32,6 +32,7 @@ pub struct Kernels {
 }
 
 const RNG: &str = include_str!("../../../shaders/rng.wgsl");
+const CONV_COMMON: &str = include_str!("../../../shaders/conv_common.wgsl");
 
 async fn kernel(
     gpu: &Gpu,
@@ -90,7 +91,14 @@ async fn kernel(
 impl Kernels {
     pub async fn new(gpu: &Gpu) -> Result<Kernels> {
         use Bind::*;
-        let conv = include_str!("../../../shaders/conv2d.wgsl");
+        let conv = format!(
+            "{CONV_COMMON}\n{}",
+            include_str!("../../../shaders/conv2d.wgsl")
+        );
+        let tiled = format!(
+            "{CONV_COMMON}\n{}",
+            include_str!("../../../shaders/conv2d_tiled.wgsl")
+        );
         let gn = include_str!("../../../shaders/group_norm.wgsl");
         let lin = include_str!("../../../shaders/linear.wgsl");
         let attn = include_str!("../../../shaders/attention.wgsl");
@@ -101,7 +109,7 @@ impl Kernels {
             conv: kernel(
                 gpu,
                 "conv2d.wgsl",
-                conv,
+                &conv,
                 "main",
                 &[Uniform, Read, Read, Read, Read, Read, Write],
             )
@@ -109,7 +117,7 @@ impl Kernels {
             conv_tiled: kernel(
                 gpu,
                 "conv2d_tiled.wgsl",
-                include_str!("../../../shaders/conv2d_tiled.wgsl"),
+                &tiled,
                 "main",
                 &[Uniform, Read, Read, Read, Read, Read, Write],
             )
