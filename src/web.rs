@@ -310,6 +310,14 @@ impl Inner {
     }
 }
 
+/// Exclusive use of a loaded model: a second concurrent call gets "busy", not an interleaved run.
+fn lock(inner: &RefCell<Option<Inner>>) -> Result<std::cell::RefMut<'_, Inner>, JsValue> {
+    let guard = inner
+        .try_borrow_mut()
+        .map_err(|_| js_err("busy: a sample is already running"))?;
+    std::cell::RefMut::filter_map(guard, Option::as_mut).map_err(|_| js_err("this model was freed"))
+}
+
 #[wasm_bindgen]
 impl Ddim {
     /// `weights`: safetensors bytes or a URL. `config`: YAML or config.json text; without it
@@ -445,12 +453,7 @@ impl Ddim {
     pub fn sample(&self, options: JsValue) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let mut guard = inner
-                .try_borrow_mut()
-                .map_err(|_| js_err("busy: a sample is already running"))?;
-            let me = guard
-                .as_mut()
-                .ok_or_else(|| js_err("this model was freed"))?;
+            let mut me = lock(&inner)?;
             let n = images_count(&options, "n", 1)?;
             let seed = seed(&options, "seed", 0.0)?;
             me.run(&options, None, seed as u64, n).await
@@ -462,12 +465,7 @@ impl Ddim {
     pub fn interpolate(&self, options: JsValue) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let mut guard = inner
-                .try_borrow_mut()
-                .map_err(|_| js_err("busy: a sample is already running"))?;
-            let me = guard
-                .as_mut()
-                .ok_or_else(|| js_err("this model was freed"))?;
+            let mut me = lock(&inner)?;
             let (a, b) = (seed(&options, "seedA", 0.0)?, seed(&options, "seedB", 1.0)?);
             let frames = images_count(&options, "frames", 8)?;
             let (c, r) = (

@@ -144,6 +144,45 @@ fn map(c: usize, h: usize, w: usize) -> Slot {
     Slot::Map { c, h, w }
 }
 
+/// A conv as the skip concatenation uses it: reading channels 2.. of a wider slot, writing
+/// channels 3.. of another, with a temb vector and a residual. Slot 2 is the output's size.
+fn offset_conv(ci: usize, co: usize, h: usize, w: usize, k: usize, r: Resample) -> (Vec<Slot>, Op) {
+    let (ho, wo) = match r {
+        Resample::Up => (2 * h, 2 * w),
+        Resample::Down => (h / 2, w / 2),
+        Resample::None => (h, w),
+    };
+    let slots = vec![
+        map(ci + 2, h, w),
+        Slot::Vector { len: co },
+        map(co, ho, wo),
+        map(co + 3, ho, wo),
+    ];
+    let op = Op::Conv {
+        x: View {
+            slot: 0,
+            c_off: 2,
+            c: ci,
+        },
+        y: View {
+            slot: 3,
+            c_off: 3,
+            c: co,
+        },
+        w: 0,
+        b: 1,
+        k,
+        resample: r,
+        temb: Some(1),
+        residual: Some(View {
+            slot: 2,
+            c_off: 0,
+            c: co,
+        }),
+    };
+    (slots, op)
+}
+
 #[test]
 fn conv_kernel_matches_its_twin() {
     let Some(mut g) = gpu() else { return };
@@ -163,41 +202,8 @@ fn conv_kernel_matches_its_twin() {
             if r == Resample::Down && (h < 2 || w < 2 || h % 2 == 1 || w % 2 == 1) {
                 continue;
             }
-            let (ho, wo) = match r {
-                Resample::Up => (2 * h, 2 * w),
-                Resample::Down => (h / 2, w / 2),
-                Resample::None => (h, w),
-            };
-            // Read from channels 2.. of a wider slot and write channels 3.. of another, as the
-            // skip concatenation does; add a temb vector and a residual.
-            let slots = vec![
-                map(ci + 2, h, w),
-                Slot::Vector { len: co },
-                map(co, ho, wo),
-                map(co + 3, ho, wo),
-            ];
-            let op = Op::Conv {
-                x: View {
-                    slot: 0,
-                    c_off: 2,
-                    c: ci,
-                },
-                y: View {
-                    slot: 3,
-                    c_off: 3,
-                    c: co,
-                },
-                w: 0,
-                b: 1,
-                k,
-                resample: r,
-                temb: Some(1),
-                residual: Some(View {
-                    slot: 2,
-                    c_off: 0,
-                    c: co,
-                }),
-            };
+            let (slots, op) = offset_conv(ci, co, h, w, k, r);
+            let out = slots[2];
             g = twin(
                 g,
                 &format!("conv {ci}->{co} {h}x{w} k{k} {r:?}"),
@@ -228,7 +234,7 @@ fn conv_kernel_matches_its_twin() {
             g = twin(
                 g,
                 &format!("plain conv {ci}->{co} {h}x{w} k{k} {r:?}"),
-                vec![map(ci, h, w), map(co, ho, wo)],
+                vec![map(ci, h, w), out],
                 vec![vec![co, ci, k, k], vec![co]],
                 plain,
                 2,
@@ -253,39 +259,7 @@ fn tiled_conv_kernel_matches_its_twin() {
             if r == Resample::Down && (h % 2 == 1 || w % 2 == 1) {
                 continue;
             }
-            let (ho, wo) = match r {
-                Resample::Up => (2 * h, 2 * w),
-                Resample::Down => (h / 2, w / 2),
-                Resample::None => (h, w),
-            };
-            let slots = vec![
-                map(ci + 2, h, w),
-                Slot::Vector { len: co },
-                map(co, ho, wo),
-                map(co + 3, ho, wo),
-            ];
-            let op = Op::Conv {
-                x: View {
-                    slot: 0,
-                    c_off: 2,
-                    c: ci,
-                },
-                y: View {
-                    slot: 3,
-                    c_off: 3,
-                    c: co,
-                },
-                w: 0,
-                b: 1,
-                k,
-                resample: r,
-                temb: Some(1),
-                residual: Some(View {
-                    slot: 2,
-                    c_off: 0,
-                    c: co,
-                }),
-            };
+            let (slots, op) = offset_conv(ci, co, h, w, k, r);
             let what = format!("tiled conv {ci}->{co} {h}x{w} k{k} {r:?}");
             let params = vec![vec![co, ci, k, k], vec![co]];
             g = twin_with(g, &what, slots, params, op, 2, 1e-5, Some(ConvKind::Tiled));
