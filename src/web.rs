@@ -8,8 +8,7 @@ use crate::backend::gpu::device::{describe, is_software, Gpu};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{Backend, NoiseKey};
 use crate::error::Error;
-use crate::model::{model_from_bytes, parse_config, Model};
-use crate::safetensors;
+use crate::model::{metadata_config, model_from_bytes, parse_config, Model};
 use crate::sampler::{initial_noise, interpolation_latents};
 use crate::schedule::{self, FinalAlpha, Sampler, Skip, StepOptions};
 use crate::tensor::Tensor;
@@ -343,17 +342,14 @@ impl Ddim {
         };
         let text = match config {
             Some(t) => t,
-            None => {
-                let f = safetensors::parse(&bytes, &name).map_err(js_err)?;
-                match f.metadata.get("config").and_then(|v| v.as_str()) {
-                    Some(t) => t.to_string(),
-                    None => {
-                        return Err(js_err(format!(
-                            "{name}: no config given, and its metadata has none"
-                        )))
-                    }
+            None => match metadata_config(&bytes, &name).map_err(js_err)? {
+                Some(t) => t,
+                None => {
+                    return Err(js_err(format!(
+                        "{name}: no config given, and its metadata has none"
+                    )))
                 }
-            }
+            },
         };
         let cfg = parse_config(&text, "config", None).map_err(js_err)?;
         let model = model_from_bytes(&bytes, &name, cfg).map_err(js_err)?;

@@ -6,7 +6,8 @@ Writes
                    (conv_in.weight, temb.dense.0.weight, down.0.block.0.conv1.weight,
                    mid.attn_1.q.weight, up.3.upsample.conv.weight, ...), no
                    "module." prefix; float32, or float16 with --half.
-                   Metadata: step, ema_rate, n_params, the YAML text, data sha256.
+                   Metadata: step, ema_rate, n_params, data sha256, licence and
+                   attribution, and the YAML text under "config".
   OUT.yml          the run's official-layout YAML config (copied next to it).
   OUT_preview.png  (unless --preview none) an 8x8 grid of samples drawn with
                    ddim_model.generalized_steps: 50 uniform DDIM steps, eta 0,
@@ -97,7 +98,11 @@ def export(ckpt_path, out, half=False, preview=None, which="ema", threads=2, sam
         "n_params": str(sum(p.numel() for p in model.parameters())),
         "dtype": "float16" if half else "float32",
         "data_sha256": str(ckpt.get("data_sha256")),
-        "config_yaml": ckpt["config_text"],
+        # The key both loaders read when no config file is given.
+        "config": ckpt["config_text"],
+        "license": "Apache-2.0 (weights trained on Noto Emoji, (c) Google LLC, Apache-2.0)",
+        "attribution": "Trained on Noto Emoji (c) Google LLC from emoji-datasource-google@16.0.0, "
+                       "composited on white and resized to 32x32; see data/NOTICE.md",
     }
     stem = _stem(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)

@@ -31,6 +31,17 @@ pub fn parse_config(text: &str, name: &str, scheduler: Option<(&str, &str)>) -> 
     }
 }
 
+/// The config text a safetensors file carries in its metadata under `config`
+/// (`tools/export_model.py` writes it), if any.
+pub fn metadata_config(bytes: &[u8], name: &str) -> Result<Option<String>> {
+    let file = safetensors::parse(bytes, name)?;
+    Ok(file
+        .metadata
+        .get("config")
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
+}
+
 /// Build a model from safetensors bytes and a parsed config.
 pub fn model_from_bytes(bytes: &[u8], name: &str, config: Config) -> Result<Model> {
     let file = safetensors::parse(bytes, name)?;
@@ -103,20 +114,30 @@ mod native {
             (model.to_path_buf(), dir, sched)
         };
         let cfg_path = match config {
-            Some(c) => c.to_path_buf(),
+            Some(c) => Some(c.to_path_buf()),
             None => first_existing(&[
                 weights_path.with_extension("yml"),
                 weights_path.with_extension("yaml"),
                 dir.join("config.json"),
                 dir.join("config.yml"),
-            ])
-            .ok_or_else(|| Error::Config {
-                path: weights_path.display().to_string(),
-                why: "no config found beside the weights (config.json, config.yml or <name>.yml); pass --config"
-                    .into(),
-            })?,
+            ]),
         };
-        let text = read_text(&cfg_path)?;
+        let bytes = read(&weights_path)?;
+        let wname = weights_path.display().to_string();
+        let (text, cfg_name) = match cfg_path {
+            Some(p) => (read_text(&p)?, p.display().to_string()),
+            None => match metadata_config(&bytes, &wname)? {
+                Some(t) => (t, format!("{wname} (metadata \"config\")")),
+                None => {
+                    return Err(Error::Config {
+                        path: wname,
+                        why: "no config found beside the weights (config.json, config.yml or <name>.yml) \
+                              nor in its metadata; pass --config"
+                            .into(),
+                    })
+                }
+            },
+        };
         let sched_text = if sched.is_file() {
             Some(read_text(&sched)?)
         } else {
@@ -125,10 +146,9 @@ mod native {
         let sched_name = sched.display().to_string();
         let cfg = parse_config(
             &text,
-            &cfg_path.display().to_string(),
+            &cfg_name,
             sched_text.as_deref().map(|t| (t, sched_name.as_str())),
         )?;
-        let bytes = read(&weights_path)?;
         model_from_bytes(&bytes, &weights_path.display().to_string(), cfg)
     }
 }

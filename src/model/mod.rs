@@ -8,6 +8,6 @@ pub mod weights;
 pub use config::{Config, DiffusionConfig, ModelConfig};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::load_model;
-pub use load::{model_from_bytes, parse_config, random_model, Model};
+pub use load::{metadata_config, model_from_bytes, parse_config, random_model, Model};
 pub use unet::{Op, Plan, Resample, Slot, View};
 pub use weights::Weights;
