@@ -73,6 +73,48 @@ fn sample_npy_reproduces_the_official_sampler() {
 }
 
 #[test]
+fn without_model_the_built_in_model_samples() {
+    let d = scratch("builtin");
+    let out = d.join("x.npy");
+    let o = ddim(&[
+        "sample",
+        "--steps",
+        "2",
+        "--n",
+        "2",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("built-in emoji32"), "{err}");
+    let x = read_npy(&out);
+    assert_eq!(x.shape, [2, 3, 32, 32]);
+    // The same weights read from models/ give the same samples.
+    let again = d.join("y.npy");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji32.safetensors");
+    let o = ddim(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--n",
+        "2",
+        "--backend",
+        "cpu",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_eq!(read_npy(&again).data, x.data);
+    let o = ddim(&["info"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2245763"));
+}
+
+#[test]
 fn output_kinds_and_resume() {
     let d = scratch("kinds");
     let m = tiny();

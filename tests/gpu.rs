@@ -553,6 +553,34 @@ fn same_seed_same_samples_on_cpu_and_gpu() {
 }
 
 #[test]
+fn shipped_model_samples_the_same_on_gpu() {
+    let Some(g) = gpu() else { return };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji32.safetensors");
+    let model = load_model(&path, None).unwrap();
+    let mut gb = pollster::block_on(GpuBackend::with_plan(
+        g,
+        model.plan.clone(),
+        &model.weights.tensors,
+    ))
+    .unwrap();
+    let d = &model.config.diffusion;
+    let seq = timesteps(Skip::Uniform, d.num_timesteps, 3, 0).unwrap();
+    let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();
+    let job = Job {
+        table: &table,
+        seed: 5,
+        first: 0,
+        n: 2,
+        init: None,
+        batch: 2,
+        keep_x0: false,
+    };
+    let a = sampler::run(&mut CpuBackend::new(&model), &job, 3, 32, &mut |_| Ok(())).unwrap();
+    let b = sampler::run(&mut gb, &job, 3, 32, &mut |_| Ok(())).unwrap();
+    assert_close("emoji32 samples", &b.samples, &a.samples, 1e-3);
+}
+
+#[test]
 fn cifar10_sized_model_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     let text = std::fs::read_to_string(concat!(

@@ -2,10 +2,12 @@
 // Test hooks: inputs #steps #eta #seed #n #skip, buttons #generate #cancel, result canvases in
 // #results, document.body.dataset.state (loading, ready, running, done, error), #status.
 
+// The shipped model. The ?v= query (the export's training step, checked by tests/shipped.rs)
+// changes with the weights, so a cached copy of older weights is never reused.
 const DEFAULT = {
-  weights: "tests/fixtures/tiny/model.safetensors",
-  config: "tests/fixtures/tiny/config.yml",
-  name: "test fixture 'tiny' (random weights: its samples are noise)",
+  weights: "models/emoji32.safetensors?v=2000",
+  config: "models/emoji32.yml",
+  name: "emoji32 (trained on Noto Emoji, © Google, Apache-2.0)",
 };
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);

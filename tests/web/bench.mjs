@@ -4,7 +4,7 @@
 import { chromium } from "playwright-core";
 
 const URL_ = process.env.DDIM_URL ?? "http://127.0.0.1:8080";
-const [model = "tests/fixtures/tiny/model.safetensors", config = "tests/fixtures/tiny/config.yml", steps = "20", n = "1"] =
+const [model = "models/emoji32.safetensors", config = "models/emoji32.yml", steps = "10", n = "1"] =
   process.argv.slice(2);
 const base = ["--headless", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"];

@@ -1,5 +1,6 @@
 //! Arguments shared by the sampling commands: the model, the backend, the schedule knobs.
 
+use crate::builtin;
 use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
 use ddim_webgpu::backend::cpu::CpuBackend;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 #[derive(ClapArgs, Clone)]
 pub struct ModelArgs {
     /// Weights: a .safetensors file (official or diffusers names) or a diffusers folder.
+    /// Without it, the built-in emoji32 model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Config: official YAML or diffusers config.json (found beside the weights if omitted).
@@ -63,14 +65,18 @@ pub struct StepArgs {
 }
 
 pub fn load(args: &ModelArgs) -> Result<Model> {
-    let Some(path) = &args.model else {
-        return Err(Error::invalid(
-            "model",
-            "no --model given: pass a .safetensors file or a diffusers folder",
+    match (&args.model, &args.config) {
+        (Some(path), _) => Ok(load_model(path, args.config.as_deref())?),
+        (None, Some(_)) => Err(Error::invalid(
+            "config",
+            "--config needs --model (without --model the built-in emoji32 model is used)",
         )
-        .into());
-    };
-    Ok(load_model(path, args.config.as_deref())?)
+        .into()),
+        (None, None) => {
+            eprintln!("model: {}", builtin::NAME);
+            builtin::load()
+        }
+    }
 }
 
 /// The backend to run on. `auto` takes a hardware GPU when there is one; a software adapter

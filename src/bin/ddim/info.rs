@@ -3,12 +3,11 @@
 use crate::common::{self, BackendKind, ModelArgs};
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use ddim_webgpu::Error;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A .safetensors file or diffusers folder.
+    /// A .safetensors file or diffusers folder (default: the built-in emoji32 model).
     model: Option<PathBuf>,
     #[arg(long)]
     config: Option<PathBuf>,
@@ -57,9 +56,6 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         return Ok(());
-    }
-    if a.model.is_none() {
-        return Err(Error::invalid("model", "give a model path, or --devices").into());
     }
     let m = common::load(&ModelArgs {
         model: a.model,

@@ -1,6 +1,7 @@
 //! `ddim`: sample, interpolate, reconstruct and inspect DDPM UNet checkpoints with DDIM.
 
 mod bench;
+mod builtin;
 mod common;
 mod eval;
 mod info;

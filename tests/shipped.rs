@@ -1,0 +1,111 @@
+//! The default model that ships in models/ (and inside the `ddim` binary): it loads, agrees
+//! with its config and metadata, predicts the noise on its training images, and samples
+//! finite values.
+
+mod common;
+
+use ddim_webgpu::backend::cpu::CpuBackend;
+use ddim_webgpu::backend::Backend;
+use ddim_webgpu::image::read_atlas;
+use ddim_webgpu::model::{load_model, metadata_config, Model};
+use ddim_webgpu::safetensors;
+use ddim_webgpu::sampler::{self, Job};
+use ddim_webgpu::schedule::{step_table, timesteps, Skip, StepOptions};
+use ddim_webgpu::Tensor;
+use std::path::PathBuf;
+
+fn path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn shipped() -> Model {
+    load_model(&path("models/emoji32.safetensors"), None).unwrap()
+}
+
+#[test]
+fn shipped_weights_match_their_config_and_metadata() {
+    let model = shipped();
+    let bytes = std::fs::read(path("models/emoji32.safetensors")).unwrap();
+    let yml = std::fs::read_to_string(path("models/emoji32.yml")).unwrap();
+    assert_eq!(
+        metadata_config(&bytes, "emoji32").unwrap().as_deref(),
+        Some(yml.as_str()),
+        "the metadata config and models/emoji32.yml differ"
+    );
+    let meta = safetensors::parse(&bytes, "emoji32").unwrap().metadata;
+    let field = |k: &str| meta[k].as_str().unwrap().to_string();
+    let n = model.plan.param_count();
+    assert_eq!(n, 2_245_763);
+    assert_eq!(field("n_params"), n.to_string());
+    assert_eq!(field("weights"), "ema");
+    assert!(field("step").parse::<u64>().unwrap() > 0);
+    assert!(field("license").contains("Apache-2.0"));
+    let dtype = match field("dtype").as_str() {
+        "float16" => "F16",
+        "float32" => "F32",
+        d => panic!("unexpected dtype {d}"),
+    };
+    assert_eq!(model.dtypes, [dtype]);
+    let m = &model.config.model;
+    assert_eq!((m.resolution, m.in_channels, m.ch), (32, 3, 32));
+    // The page's default URL carries the step, so browsers drop cached older weights.
+    let page = std::fs::read_to_string(path("web/main.js")).unwrap();
+    let url = format!("models/emoji32.safetensors?v={}\"", field("step"));
+    assert!(page.contains(&url), "web/main.js should load {url}");
+}
+
+#[test]
+fn shipped_model_samples_are_finite() {
+    let model = shipped();
+    let d = &model.config.diffusion;
+    let seq = timesteps(Skip::Uniform, d.num_timesteps, 4, 0).unwrap();
+    let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();
+    let job = Job {
+        table: &table,
+        seed: 0,
+        first: 0,
+        n: 1,
+        init: None,
+        batch: 1,
+        keep_x0: false,
+    };
+    let out = sampler::run(&mut CpuBackend::new(&model), &job, 3, 32, &mut |_| Ok(())).unwrap();
+    let x = &out.samples.data;
+    assert_eq!(x.len(), 3 * 32 * 32);
+    assert!(x.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn shipped_model_predicts_the_noise_on_its_training_images() {
+    // Random or mis-mapped weights score an ε-MSE near 1 here; a trained model far lower.
+    let model = shipped();
+    let atlas = read_atlas(&path("data/emoji32.png")).unwrap();
+    let per = 3 * 32 * 32;
+    let picks = [0usize, 450, 900, 1350, 1800, 2250, 2700, 3150];
+    let abar = model.config.diffusion.schedule().unwrap().abar_f32;
+    let mut be = CpuBackend::new(&model);
+    for (k, t) in [300usize, 500, 900].into_iter().enumerate() {
+        let e = common::randn(k as u32, 7, picks.len() * per);
+        let (a, s) = (abar[t].sqrt(), (1.0 - abar[t]).sqrt());
+        let mut xt = Tensor::zeros(vec![picks.len(), 3, 32, 32]);
+        for (i, &p) in picks.iter().enumerate() {
+            for j in 0..per {
+                let q = i * per + j;
+                xt.data[q] = a * atlas.data[p * per + j] + s * e[q];
+            }
+        }
+        let eps = be.forward(&xt, &vec![t as f32; picks.len()]).unwrap();
+        let mse = eps
+            .data
+            .iter()
+            .zip(&e)
+            .map(|(p, q)| (p - q).powi(2))
+            .sum::<f32>()
+            / e.len() as f32;
+        eprintln!("t = {t}: ε-MSE {mse:.4}");
+        assert!(
+            mse < 0.1,
+            "t = {t}: ε-MSE {mse} (untrained weights give about 1)"
+        );
+    }
+}
