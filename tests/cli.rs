@@ -4,7 +4,8 @@
 mod common;
 
 use common::{assert_close, fixture, get, read_tensors};
-use ddim_webgpu::npy;
+use ddim_webgpu::tensor::to_u8;
+use ddim_webgpu::{image, npy};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -450,4 +451,93 @@ fn bad_inputs_fail_cleanly() {
         &["x.jpg"],
         &out,
     );
+}
+
+#[test]
+fn eval_resumes_from_its_work_dir() {
+    let d = scratch("eval");
+    let work = d.join("work");
+    let w = work.to_str().unwrap();
+    // The first row of the training atlas (64 emoji) keeps the scoring quick.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sheet = image::read_png(&root.join("data/emoji32.png"), 3).unwrap();
+    let (h, wd) = (sheet.shape[2], sheet.shape[3]);
+    let mut pixels = vec![0u8; 32 * wd * 3];
+    for y in 0..32 {
+        for x in 0..wd {
+            for c in 0..3 {
+                pixels[(y * wd + x) * 3 + c] = to_u8(sheet.data[(c * h + y) * wd + x]);
+            }
+        }
+    }
+    let png = image::Image {
+        width: wd,
+        height: 32,
+        channels: 3,
+        pixels,
+    }
+    .png()
+    .unwrap();
+    let data = d.join("row.png");
+    std::fs::write(&data, png).unwrap();
+    let meta = format!(
+        "{{\"tile\": 32, \"columns\": {}, \"count\": {}}}",
+        wd / 32,
+        wd / 32
+    );
+    std::fs::write(d.join("row.json"), meta).unwrap();
+    let data = data.to_str().unwrap();
+    let run = |steps: &str, seed: &str| {
+        let o = ddim(&[
+            "eval",
+            "--n",
+            "4",
+            "--batch",
+            "2",
+            "--steps",
+            steps,
+            "--eta",
+            "0",
+            "--seed",
+            seed,
+            "--backend",
+            "cpu",
+            "--work",
+            w,
+            "--data",
+            data,
+        ]);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        );
+        assert!(o.status.success(), "{err}");
+        (out, err)
+    };
+    let row = |out: &str, s: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| uniform | {s} | 0 |")))
+            .unwrap_or_else(|| panic!("no S={s} row in {out}"))
+            .to_string()
+    };
+    let (out1, err1) = run("1", "0");
+    assert!(err1.contains("uniform S=1 η=0: batch 2/2"), "{err1}");
+    // A second run reuses the finished row and samples only the new one.
+    let (out2, err2) = run("1,2", "0");
+    assert!(!err2.contains("S=1 η=0: batch"), "{err2}");
+    assert!(err2.contains("uniform S=2 η=0: batch 1/2"), "{err2}");
+    assert_eq!(row(&out1, "1"), row(&out2, "1"));
+    row(&out2, "2");
+    let rows = std::fs::read_to_string(work.join("rows.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 2);
+    let table = std::fs::read_to_string(work.join("table.md")).unwrap();
+    assert!(table.contains(&row(&out2, "2")));
+    // Finished rows leave no batch folders behind; another seed is another result.
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let (_, err3) = run("1", "1");
+    assert!(err3.contains("uniform S=1 η=0: batch 1/2"), "{err3}");
 }

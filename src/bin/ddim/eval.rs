@@ -1,14 +1,22 @@
 //! `ddim eval`: sample quality against the training images, for a grid of step counts, η and
 //! skips (the shape of the DDIM paper's Table 1), in the SWD feature space of `ddim_webgpu::eval`.
+//!
+//! The whole table is hours of CPU time (S = 1000 alone is a million forward passes per row at
+//! N = 1000), so with `--work DIR` it survives being stopped: every finished batch of samples
+//! is kept in DIR until its row is scored, and every scored row is appended to
+//! DIR/rows.jsonl. A rerun with the same model, data, N and seed picks up where it stopped.
 
 use crate::common::{self, ModelArgs, StepArgs};
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::eval::swd;
-use ddim_webgpu::image::read_atlas;
+use ddim_webgpu::image::{read_atlas, write_atomic};
+use ddim_webgpu::model::Model;
 use ddim_webgpu::sampler::{self, Job};
-use ddim_webgpu::Error;
-use std::path::PathBuf;
+use ddim_webgpu::{npy, Error, Tensor};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(ClapArgs)]
@@ -34,6 +42,141 @@ pub struct Args {
     skip: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep finished batches and rows here, so a stopped run resumes; the table is also
+    /// written to DIR/table.md.
+    #[arg(long)]
+    work: Option<PathBuf>,
+}
+
+/// What a stored result must match to be reused: the weights, the config, the data and the
+/// sampling knobs shared by all rows.
+fn fingerprint(model: &Model, data: &Tensor, a: &Args) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for t in &model.weights.tensors {
+        h.update(bytemuck::cast_slice(&t.data));
+    }
+    h.update(format!("{:?}", model.config).as_bytes());
+    let mut d = crc32fast::Hasher::new();
+    d.update(bytemuck::cast_slice(&data.data));
+    format!(
+        "weights {:08x} data {:08x} n {} seed {}",
+        h.finalize(),
+        d.finalize(),
+        a.n,
+        a.seed
+    )
+}
+
+struct Store {
+    dir: PathBuf,
+    key: String,
+    rows: Vec<Value>,
+}
+
+impl Store {
+    fn open(dir: &Path, key: String) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join("rows.jsonl");
+        let rows = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).map_err(|e| {
+                        Error::invalid("work", format!("{}: a bad line: {e}", path.display()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(Error::io(&path, e).into()),
+        };
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            key,
+            rows,
+        })
+    }
+
+    fn row(&self, skip: &str, s: usize, eta: f64) -> Option<&Value> {
+        self.rows.iter().find(|r| {
+            r["key"] == self.key.as_str() && r["skip"] == skip && r["steps"] == s && r["eta"] == eta
+        })
+    }
+
+    fn batch_dir(&self, skip: &str, s: usize, eta: f64) -> PathBuf {
+        let tag = format!("{} {skip} {s} {eta}", self.key);
+        self.dir
+            .join(format!("batches-{:08x}", crc32fast::hash(tag.as_bytes())))
+    }
+
+    fn append(&mut self, row: Value) -> Result<()> {
+        let path = self.dir.join("rows.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{row}").map_err(|e| Error::io(&path, e))?;
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
+/// One row's samples, batch by batch; with a store, finished batches are read back instead of
+/// sampled again. Returns the samples and the sampling seconds (including earlier runs').
+fn sample_row(
+    backend: &mut dyn ddim_webgpu::backend::Backend,
+    table: &[ddim_webgpu::schedule::StepCoeffs],
+    a: &Args,
+    shape: (usize, usize),
+    dir: Option<&Path>,
+    label: &str,
+) -> Result<(Tensor, f64)> {
+    let (c, r) = shape;
+    let per = c * r * r;
+    let mut data = Vec::with_capacity(a.n * per);
+    let mut secs = 0.0;
+    let batches = a.n.div_ceil(a.batch);
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    for (k, first) in (0..a.n).step_by(a.batch).enumerate() {
+        let n = a.batch.min(a.n - first);
+        let file = dir.map(|d| d.join(format!("{first:07}-{n}.npy")));
+        if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
+            let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            let t = npy::parse_f32(&bytes, &f.display().to_string())?;
+            let took = std::fs::read_to_string(f.with_extension("secs"))
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if t.shape == [n, c, r, r] {
+                data.extend_from_slice(&t.data);
+                secs += took;
+                continue;
+            }
+        }
+        eprintln!("{label}: batch {}/{batches} ({n} samples)", k + 1);
+        let job = Job {
+            table,
+            seed: a.seed,
+            first,
+            n,
+            init: None,
+            batch: n,
+            keep_x0: false,
+        };
+        let t0 = Instant::now();
+        let out = sampler::run(backend, &job, c, r, &mut |_| Ok(()))?;
+        let took = t0.elapsed().as_secs_f64();
+        if let Some(f) = &file {
+            write_atomic(&f.with_extension("secs"), format!("{took}\n").as_bytes())?;
+            write_atomic(f, &npy::to_bytes_f32(&out.samples))?;
+        }
+        data.extend_from_slice(&out.samples.data);
+        secs += took;
+    }
+    Ok((Tensor::new(vec![a.n, c, r, r], data)?, secs))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -54,68 +197,103 @@ pub fn run(a: Args) -> Result<()> {
         }
         .into());
     }
-    let mut backend = common::backend(a.model.backend, &model)?;
+    let mut store = match &a.work {
+        Some(d) => Some(Store::open(d, fingerprint(&model, &data, &a))?),
+        None => None,
+    };
+    let mut backend = None;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    // The floor: two disjoint halves of the training set.
-    let half = data.shape[0] / 2;
-    let floor = swd(
-        &data.slice_batch(0, half),
-        &data.slice_batch(half, 2 * half),
-    )?;
-    println!(
-        "SWD ×10³ against {} ({} images); levels finest first; {} samples per row",
-        a.data.display(),
-        data.shape[0],
-        a.n
-    );
-    println!("| skip | S | η | SWD (mean) | per level | sampling time |");
-    println!("|---|---|---|---|---|---|");
     let fmt = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.1}"))
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    println!(
-        "| training set, half vs half | | | {:.1} | {} | |",
-        mean(&floor),
-        fmt(&floor)
-    );
+    // The floor: two disjoint halves of the training set.
+    let half = data.shape[0] / 2;
+    let floor = swd(
+        &data.slice_batch(0, half),
+        &data.slice_batch(half, 2 * half),
+    )?;
+    let mut table = vec![
+        format!(
+            "SWD ×10³ against {} ({} images); levels finest first; {} samples per row",
+            a.data.display(),
+            data.shape[0],
+            a.n
+        ),
+        "| skip | S | η | SWD (mean) | per level | sampling time |".into(),
+        "|---|---|---|---|---|---|".into(),
+        format!(
+            "| training set, half vs half | | | {:.1} | {} | |",
+            mean(&floor),
+            fmt(&floor)
+        ),
+    ];
+    for line in &table {
+        println!("{line}");
+    }
     for skip in &a.skip {
         for &s in &a.steps {
             for &eta in &a.eta {
-                let args = StepArgs {
-                    steps: s,
-                    skip: Some(skip.clone()),
-                    steps_offset: None,
-                    eta,
-                    sampler: "ddim".into(),
-                    clip: false,
-                    no_clip: false,
-                    prediction: None,
-                    final_alpha: None,
+                let done = store.as_ref().and_then(|st| st.row(skip, s, eta)).cloned();
+                let (d, secs) = match done {
+                    Some(row) => (
+                        row["swd"]
+                            .as_array()
+                            .map(|v| v.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                        row["secs"].as_f64().unwrap_or(0.0),
+                    ),
+                    None => {
+                        let args = StepArgs {
+                            steps: s,
+                            skip: Some(skip.clone()),
+                            steps_offset: None,
+                            eta,
+                            sampler: "ddim".into(),
+                            clip: false,
+                            no_clip: false,
+                            prediction: None,
+                            final_alpha: None,
+                        };
+                        let (_, steps) = common::table(&model, &args)?;
+                        if backend.is_none() {
+                            backend = Some(common::backend(a.model.backend, &model)?);
+                        }
+                        let be = backend.as_mut().expect("set above").as_mut();
+                        let dir = store.as_ref().map(|st| st.batch_dir(skip, s, eta));
+                        let label = format!("{skip} S={s} η={eta}");
+                        let (samples, secs) =
+                            sample_row(be, &steps, &a, (c, r), dir.as_deref(), &label)?;
+                        let d = swd(&data, &samples)?;
+                        if let Some(st) = store.as_mut() {
+                            let key = st.key.clone();
+                            st.append(json!({
+                                "key": key, "skip": skip, "steps": s, "eta": eta,
+                                "swd": d, "secs": secs,
+                            }))?;
+                            if let Some(dir) = &dir {
+                                let _ = std::fs::remove_dir_all(dir);
+                            }
+                        }
+                        (d, secs)
+                    }
                 };
-                let (_, table) = common::table(&model, &args)?;
-                let job = Job {
-                    table: &table,
-                    seed: a.seed,
-                    first: 0,
-                    n: a.n,
-                    init: None,
-                    batch: a.batch,
-                    keep_x0: false,
-                };
-                let t0 = Instant::now();
-                let out = sampler::run(backend.as_mut(), &job, c, r, &mut |_| Ok(()))?;
-                let secs = t0.elapsed().as_secs_f64();
-                let d = swd(&data, &out.samples)?;
-                println!(
+                let line = format!(
                     "| {skip} | {s} | {eta} | {:.1} | {} | {secs:.1} s |",
                     mean(&d),
                     fmt(&d)
                 );
+                println!("{line}");
+                table.push(line);
             }
         }
+    }
+    if let Some(st) = &store {
+        let mut text = table.join("\n");
+        text.push('\n');
+        write_atomic(&st.dir.join("table.md"), text.as_bytes())?;
     }
     Ok(())
 }
