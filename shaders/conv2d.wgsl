@@ -49,10 +49,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let base = xb + c * hw;
             let xv = vec4<f32>(x[base + off.x], x[base + off.y], x[base + off.z], x[base + off.w]) * mask;
             let wi = c * kk + tap;
-            acc[0] += wt[wrow[0] + wi] * xv;
-            acc[1] += wt[wrow[1] + wi] * xv;
-            acc[2] += wt[wrow[2] + wi] * xv;
-            acc[3] += wt[wrow[3] + wi] * xv;
+            acc[0] += f32(wt[wrow[0] + wi]) * xv;
+            acc[1] += f32(wt[wrow[1] + wi]) * xv;
+            acc[2] += f32(wt[wrow[2] + wi]) * xv;
+            acc[3] += f32(wt[wrow[3] + wi]) * xv;
         }
     }
     for (var i = 0u; i < TM; i++) {

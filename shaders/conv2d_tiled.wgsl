@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let gk = k0 + ka;
             var wv = 0.0;
             if (gm < p.co && gk < kdim) {
-                wv = wt[gm * kdim + gk];
+                wv = f32(wt[gm * kdim + gk]);
             }
             a_tile[ka * BM + ma] = wv;
             // Input: consecutive invocations read consecutive output pixels.

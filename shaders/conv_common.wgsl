@@ -4,6 +4,10 @@
 // (pad right/bottom by one, 3×3 stride 2), 2 = 3×3 over a nearest-×2 upsampled input (the
 // upsampled map is never stored).
 
+// The stored weight type. The host swaps in f16 (after `enable f16;`) when the device has
+// shader-f16 and every conv weight is exactly an f16: same results, half the bytes read.
+alias Weight = f32;
+
 struct Conv {
     ci: u32, h: u32, w: u32, co: u32,
     ho: u32, wo: u32, k: u32, mode: u32,
@@ -13,7 +17,7 @@ struct Conv {
 
 @group(0) @binding(0) var<uniform> p: Conv;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<Weight>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;

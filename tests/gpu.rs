@@ -54,10 +54,11 @@ fn twin(
     n: usize,
     tol: f32,
 ) -> Gpu {
-    twin_with(gpu, what, slots, params, op, n, tol, None)
+    twin_with(gpu, what, slots, params, op, n, tol, None, false)
 }
 
-/// `twin`, with the convolution kernel forced (None: the adapter's default).
+/// `twin`, with the convolution kernel forced (None: the adapter's default), and optionally
+/// with every weight rounded to f16 (so the GPU may store them as f16, losslessly).
 #[allow(clippy::too_many_arguments)]
 fn twin_with(
     gpu: Gpu,
@@ -68,6 +69,7 @@ fn twin_with(
     n: usize,
     tol: f32,
     conv: Option<ConvKind>,
+    f16: bool,
 ) -> Gpu {
     let out = op.writes()[0];
     let params: Vec<Param> = params
@@ -91,6 +93,13 @@ fn twin_with(
             let v = randn(5, 1000 + i as u32, numel)
                 .iter()
                 .map(|x| x / (fan as f32).sqrt())
+                .map(|x| {
+                    if f16 {
+                        half::f16::from_f32(x).to_f32()
+                    } else {
+                        x
+                    }
+                })
                 .collect();
             Tensor::new(p.shape.clone(), v).unwrap()
         })
@@ -111,7 +120,14 @@ fn twin_with(
         .collect();
     let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
     let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, out);
+    let has_f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
     let mut g = pollster::block_on(GpuBackend::with_plan(gpu, plan, &weights)).unwrap();
+    let is_conv = matches!(op, Op::Conv { .. });
+    assert_eq!(
+        g.half_weights(),
+        f16 && has_f16 && is_conv,
+        "{what}: f16 weights"
+    );
     if let Some(k) = conv {
         g.set_conv_kind(k);
     }
@@ -262,7 +278,40 @@ fn tiled_conv_kernel_matches_its_twin() {
             let (slots, op) = offset_conv(ci, co, h, w, k, r);
             let what = format!("tiled conv {ci}->{co} {h}x{w} k{k} {r:?}");
             let params = vec![vec![co, ci, k, k], vec![co]];
-            g = twin_with(g, &what, slots, params, op, 2, 1e-5, Some(ConvKind::Tiled));
+            g = twin_with(
+                g,
+                &what,
+                slots,
+                params,
+                op,
+                2,
+                1e-5,
+                Some(ConvKind::Tiled),
+                false,
+            );
+        }
+    }
+}
+
+/// With shader-f16 and weights that are exact f16 values, both convs read f16 weights.
+#[test]
+fn f16_conv_weights_match_the_twin() {
+    let Some(mut g) = gpu() else { return };
+    if !g.features.contains(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: the adapter has no shader-f16");
+        return;
+    }
+    for kind in [ConvKind::Direct, ConvKind::Tiled] {
+        for &(ci, co, h, w, k, r) in &[
+            (3, 32, 7, 5, 3, Resample::None),
+            (33, 17, 6, 4, 3, Resample::Down),
+            (64, 96, 8, 8, 3, Resample::Up),
+            (5, 7, 3, 3, 1, Resample::None),
+        ] {
+            let (slots, op) = offset_conv(ci, co, h, w, k, r);
+            let what = format!("f16 {kind:?} conv {ci}->{co} {h}x{w} k{k} {r:?}");
+            let params = vec![vec![co, ci, k, k], vec![co]];
+            g = twin_with(g, &what, slots, params, op, 2, 1e-5, Some(kind), true);
         }
     }
 }
@@ -557,12 +606,15 @@ fn shipped_model_samples_the_same_on_gpu() {
     let Some(g) = gpu() else { return };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji32.safetensors");
     let model = load_model(&path, None).unwrap();
+    let has_f16 = g.features.contains(wgpu::Features::SHADER_F16);
     let mut gb = pollster::block_on(GpuBackend::with_plan(
         g,
         model.plan.clone(),
         &model.weights.tensors,
     ))
     .unwrap();
+    // Stored as f16, so with shader-f16 the convs read f16 weights.
+    assert_eq!(gb.half_weights(), has_f16);
     let d = &model.config.diffusion;
     let seq = timesteps(Skip::Uniform, d.num_timesteps, 3, 0).unwrap();
     let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();

@@ -19,6 +19,8 @@ pub struct Kernel {
 
 /// Every pipeline the plan and the sampler use.
 pub struct Kernels {
+    /// The convolutions read their weights as f16 (see conv_common.wgsl's `Weight`).
+    pub half_weights: bool,
     pub conv: Kernel,
     pub conv_tiled: Kernel,
     pub group_norm: Kernel,
@@ -89,14 +91,17 @@ async fn kernel(
 }
 
 impl Kernels {
-    pub async fn new(gpu: &Gpu) -> Result<Kernels> {
+    pub async fn new(gpu: &Gpu, half_weights: bool) -> Result<Kernels> {
         use Bind::*;
-        let conv = format!(
-            "{CONV_COMMON}\n{}",
-            include_str!("../../../shaders/conv2d.wgsl")
-        );
+        let common = if half_weights {
+            let s = CONV_COMMON.replacen("alias Weight = f32;", "alias Weight = f16;", 1);
+            format!("enable f16;\n{s}")
+        } else {
+            CONV_COMMON.to_string()
+        };
+        let conv = format!("{common}\n{}", include_str!("../../../shaders/conv2d.wgsl"));
         let tiled = format!(
-            "{CONV_COMMON}\n{}",
+            "{common}\n{}",
             include_str!("../../../shaders/conv2d_tiled.wgsl")
         );
         let gn = include_str!("../../../shaders/group_norm.wgsl");
@@ -106,6 +111,7 @@ impl Kernels {
         let step = format!("{RNG}\n{}", include_str!("../../../shaders/ddim_step.wgsl"));
         let attn_binds = [Uniform, Read, Read, Read, Write, Write];
         Ok(Kernels {
+            half_weights,
             conv: kernel(
                 gpu,
                 "conv2d.wgsl",

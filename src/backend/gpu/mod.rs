@@ -134,10 +134,43 @@ impl GpuBackend {
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
-        let kernels = Kernels::new(&gpu).await?;
+        // Conv weights go to the device as f16 only when that loses nothing: the device has
+        // shader-f16 and every value is exactly an f16 (a model stored as f16, say).
+        let conv_w: Vec<usize> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Conv { w, .. } => Some(*w),
+                _ => None,
+            })
+            .collect();
+        let half = gpu.features.contains(wgpu::Features::SHADER_F16)
+            && !conv_w.is_empty()
+            && conv_w.iter().all(|&i| {
+                weights[i]
+                    .data
+                    .iter()
+                    .all(|&v| half::f16::from_f32(v).to_f32().to_bits() == v.to_bits())
+            });
+        let kernels = Kernels::new(&gpu, half).await?;
         let mut wbufs = Vec::with_capacity(weights.len());
-        for (p, t) in plan.params.iter().zip(weights) {
-            let bytes = (t.data.len() * 4) as u64;
+        for (i, (p, t)) in plan.params.iter().zip(weights).enumerate() {
+            let as_half = half && conv_w.contains(&i);
+            let contents: Vec<u8> = if as_half {
+                let mut h: Vec<u16> = t
+                    .data
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_bits())
+                    .collect();
+                // Storage buffers are sized in 4-byte words.
+                if h.len() % 2 == 1 {
+                    h.push(0);
+                }
+                bytemuck::cast_slice(&h).to_vec()
+            } else {
+                bytemuck::cast_slice(&t.data).to_vec()
+            };
+            let bytes = contents.len() as u64;
             if bytes > limit {
                 return Err(Error::Backend(format!(
                     "tensor {} is {bytes} bytes, over the device's max_storage_buffer_binding_size of {limit}",
@@ -148,7 +181,7 @@ impl GpuBackend {
                 gpu.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(&p.name),
-                        contents: bytemuck::cast_slice(&t.data),
+                        contents: &contents,
                         usage: wgpu::BufferUsages::STORAGE,
                     }),
             );
@@ -207,6 +240,11 @@ impl GpuBackend {
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.gpu.info
+    }
+
+    /// Whether the convolutions read f16 weights (shader-f16 present, weights exact in f16).
+    pub fn half_weights(&self) -> bool {
+        self.kernels.half_weights
     }
 
     /// Device memory held now: weights, the current batch and trajectory. Readback staging
@@ -666,7 +704,12 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
-        format!("gpu: {}", describe(&self.gpu.info))
+        let half = if self.kernels.half_weights {
+            ", f16 conv weights"
+        } else {
+            ""
+        };
+        format!("gpu: {}{half}", describe(&self.gpu.info))
     }
 
     fn max_batch(&self) -> usize {
