@@ -340,10 +340,10 @@ impl Ddim {
                 ))
             }
         };
-        let text = match config {
-            Some(t) => t,
+        let (text, cfg_name) = match config {
+            Some(t) => (t, "config".to_string()),
             None => match metadata_config(&bytes, &name).map_err(js_err)? {
-                Some(t) => t,
+                Some(t) => (t, format!("{name} (metadata \"config\")")),
                 None => {
                     return Err(js_err(format!(
                         "{name}: no config given, and its metadata has none"
@@ -351,7 +351,7 @@ impl Ddim {
                 }
             },
         };
-        let cfg = parse_config(&text, "config", None).map_err(js_err)?;
+        let cfg = parse_config(&text, &cfg_name, None).map_err(js_err)?;
         let model = model_from_bytes(&bytes, &name, cfg).map_err(js_err)?;
         let want = get(&options, "backend")
             .and_then(|v| v.as_string())

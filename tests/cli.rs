@@ -487,8 +487,8 @@ fn eval_resumes_from_its_work_dir() {
     );
     std::fs::write(d.join("row.json"), meta).unwrap();
     let data = data.to_str().unwrap();
-    let run = |steps: &str, seed: &str| {
-        let o = ddim(&[
+    let run_with = |steps: &str, seed: &str, extra: &[&str]| {
+        let mut args = vec![
             "eval",
             "--n",
             "4",
@@ -506,7 +506,9 @@ fn eval_resumes_from_its_work_dir() {
             w,
             "--data",
             data,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let o = ddim(&args);
         let (out, err) = (
             String::from_utf8_lossy(&o.stdout).to_string(),
             String::from_utf8_lossy(&o.stderr).to_string(),
@@ -514,6 +516,7 @@ fn eval_resumes_from_its_work_dir() {
         assert!(o.status.success(), "{err}");
         (out, err)
     };
+    let run = |steps: &str, seed: &str| run_with(steps, seed, &[]);
     let row = |out: &str, s: &str| {
         out.lines()
             .find(|l| l.starts_with(&format!("| uniform | {s} | 0 |")))
@@ -540,4 +543,25 @@ fn eval_resumes_from_its_work_dir() {
     assert!(left.is_empty(), "{left:?}");
     let (_, err3) = run("1", "1");
     assert!(err3.contains("uniform S=1 η=0: batch 1/2"), "{err3}");
+    // A run cut short mid-row keeps its finished batch; the next one samples only the rest.
+    let (out4, err4) = run_with("3", "0", &["--max-batches", "1"]);
+    assert!(
+        err4.contains("S=3 η=0: batch 1/2") && err4.contains("stopped after"),
+        "{err4}"
+    );
+    assert!(!out4.contains("| uniform | 3 | 0 |"), "{out4}");
+    let (out5, err5) = run("3", "0");
+    assert!(
+        !err5.contains("batch 1/2") && err5.contains("S=3 η=0: batch 2/2"),
+        "{err5}"
+    );
+    row(&out5, "3");
+    // A cut-off last line (a kill during the append) is skipped, not fatal.
+    let rows = work.join("rows.jsonl");
+    let mut text = std::fs::read_to_string(&rows).unwrap();
+    text.push_str("{\"key\": \"cut");
+    std::fs::write(&rows, text).unwrap();
+    let (out6, err6) = run("3", "0");
+    assert!(err6.contains("unfinished last line"), "{err6}");
+    assert_eq!(row(&out6, "3"), row(&out5, "3"));
 }

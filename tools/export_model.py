@@ -82,7 +82,8 @@ def sample_grid(model, cfg, path, n=64, steps=50, eta=0.0, seed=0, scale=2, gutt
     return time.time() - t0
 
 
-def export(ckpt_path, out, half=False, preview=None, which="ema", threads=2, samples=64, steps=50, seed=0):
+def export(ckpt_path, out, half=False, preview=None, which="ema", threads=2, samples=64, steps=50, seed=0,
+           license=None, attribution=None):
     from safetensors.torch import save_file
 
     torch.set_num_threads(threads)
@@ -100,10 +101,15 @@ def export(ckpt_path, out, half=False, preview=None, which="ema", threads=2, sam
         "data_sha256": str(ckpt.get("data_sha256")),
         # The key both loaders read when no config file is given.
         "config": ckpt["config_text"],
-        "license": "Apache-2.0 (weights trained on Noto Emoji, (c) Google LLC, Apache-2.0)",
-        "attribution": "Trained on Noto Emoji (c) Google LLC from emoji-datasource-google@16.0.0, "
-                       "composited on white and resized to 32x32; see data/NOTICE.md",
     }
+    if license is None and cfg["data"].get("dataset") == "EMOJI32":
+        license = "Apache-2.0 (weights trained on Noto Emoji, (c) Google LLC, Apache-2.0)"
+        attribution = attribution or (
+            "Trained on Noto Emoji (c) Google LLC from emoji-datasource-google@16.0.0, "
+            "composited on white and resized to 32x32; see data/NOTICE.md")
+    for k, v in (("license", license), ("attribution", attribution)):
+        if v:
+            meta[k] = v
     stem = _stem(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
     tmp = out + ".tmp"
@@ -137,9 +143,12 @@ def main():
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for the preview")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--license", default=None,
+                   help="licence metadata (default: Noto's Apache-2.0 for the EMOJI32 dataset, else none)")
+    p.add_argument("--attribution", default=None, help="attribution metadata for your training data")
     a = p.parse_args()
     export(a.ckpt, a.out, half=a.half, preview=a.preview, which=a.which, threads=a.threads,
-           samples=a.samples, steps=a.steps, seed=a.seed)
+           samples=a.samples, steps=a.steps, seed=a.seed, license=a.license, attribution=a.attribution)
 
 
 if __name__ == "__main__":

@@ -74,11 +74,13 @@ async function loadModel(weights, config, name) {
 
 async function loadDefault() {
   const weightsUrl = params.get("model") ?? DEFAULT.weights;
-  const configUrl = params.get("config") ?? DEFAULT.config;
+  // ?model= without ?config= uses the config in the file's own metadata.
+  const configUrl = params.get("config") ?? (params.get("model") ? null : DEFAULT.config);
   try {
     const [weights, config] = await Promise.all([
       fetchCached(weightsUrl, $("download")),
-      fetch(configUrl).then((r) => (r.ok ? r.text() : Promise.reject(new Error(`${configUrl}: HTTP ${r.status}`)))),
+      configUrl === null ? undefined
+        : fetch(configUrl).then((r) => (r.ok ? r.text() : Promise.reject(new Error(`${configUrl}: HTTP ${r.status}`)))),
     ]);
     await loadModel(weights, config, params.get("model") ? weightsUrl : DEFAULT.name);
   } catch (e) {

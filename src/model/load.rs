@@ -86,7 +86,8 @@ mod native {
     }
 
     /// `model` is a .safetensors file or a diffusers folder (a UNet folder, or a pipeline folder
-    /// with unet/ and scheduler/). Without `config`, a config is looked for beside the weights.
+    /// with unet/ and scheduler/). Without `config`, the config is `<name>.yml` beside the
+    /// weights, else the file's metadata key `config`, else the folder's config.json/.yml.
     pub fn load_model(model: &Path, config: Option<&Path>) -> Result<Model> {
         let (weights_path, dir, sched) = if model.is_dir() {
             let (unet, sched) = if model.join("unet").is_dir() {
@@ -113,31 +114,37 @@ mod native {
             let sched = dir.join("scheduler_config.json");
             (model.to_path_buf(), dir, sched)
         };
-        let cfg_path = match config {
+        // Most specific first: --config, <name>.yml beside the file, the file's own metadata,
+        // then a folder-wide config.json or config.yml.
+        let own = match config {
             Some(c) => Some(c.to_path_buf()),
             None => first_existing(&[
                 weights_path.with_extension("yml"),
                 weights_path.with_extension("yaml"),
-                dir.join("config.json"),
-                dir.join("config.yml"),
             ]),
         };
         let bytes = read(&weights_path)?;
         let wname = weights_path.display().to_string();
-        let (text, cfg_name) = match cfg_path {
-            Some(p) => (read_text(&p)?, p.display().to_string()),
-            None => match metadata_config(&bytes, &wname)? {
-                Some(t) => (t, format!("{wname} (metadata \"config\")")),
-                None => {
-                    return Err(Error::Config {
-                        path: wname,
-                        why: "no config found beside the weights (config.json, config.yml or <name>.yml) \
-                              nor in its metadata; pass --config"
-                            .into(),
-                    })
-                }
-            },
+        let meta = match own {
+            Some(_) => None,
+            None => metadata_config(&bytes, &wname)?,
         };
+        let folder = || first_existing(&[dir.join("config.json"), dir.join("config.yml")]);
+        let (text, cfg_name) =
+            match (own, meta) {
+                (Some(p), _) => (read_text(&p)?, p.display().to_string()),
+                (None, Some(t)) => (t, format!("{wname} (metadata \"config\")")),
+                (None, None) => match folder() {
+                    Some(p) => (read_text(&p)?, p.display().to_string()),
+                    None => return Err(Error::Config {
+                        path: wname,
+                        why:
+                            "no config beside the weights (<name>.yml, config.json or config.yml) \
+                              nor in its metadata; pass --config"
+                                .into(),
+                    }),
+                },
+            };
         let sched_text = if sched.is_file() {
             Some(read_text(&sched)?)
         } else {

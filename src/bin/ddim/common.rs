@@ -18,7 +18,8 @@ pub struct ModelArgs {
     /// Without it, the built-in emoji32 model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Config: official YAML or diffusers config.json (found beside the weights if omitted).
+    /// Config: official YAML or diffusers config.json. If omitted: <name>.yml beside the
+    /// weights, the file's metadata, or the folder's config.json.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Compute backend; auto picks a GPU when one exists, else the CPU.

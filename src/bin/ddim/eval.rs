@@ -42,15 +42,19 @@ pub struct Args {
     skip: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Keep finished batches and rows here, so a stopped run resumes; the table is also
-    /// written to DIR/table.md.
+    /// Keep finished batches and rows here, so a stopped run resumes; the table of every row
+    /// stored for this model, data, N, seed and backend is written to DIR/table.md.
     #[arg(long)]
     work: Option<PathBuf>,
+    /// With --work: sample at most this many batches, then stop (a time slice of a long run;
+    /// rerun to continue).
+    #[arg(long, requires = "work")]
+    max_batches: Option<usize>,
 }
 
 /// What a stored result must match to be reused: the weights, the config, the data and the
 /// sampling knobs shared by all rows.
-fn fingerprint(model: &Model, data: &Tensor, a: &Args) -> String {
+fn fingerprint(model: &Model, data: &Tensor, a: &Args, backend: &str) -> String {
     let mut h = crc32fast::Hasher::new();
     for t in &model.weights.tensors {
         h.update(bytemuck::cast_slice(&t.data));
@@ -59,11 +63,12 @@ fn fingerprint(model: &Model, data: &Tensor, a: &Args) -> String {
     let mut d = crc32fast::Hasher::new();
     d.update(bytemuck::cast_slice(&data.data));
     format!(
-        "weights {:08x} data {:08x} n {} seed {}",
+        "weights {:08x} data {:08x} n {} seed {} | {backend} | ddim {}",
         h.finalize(),
         d.finalize(),
         a.n,
-        a.seed
+        a.seed,
+        env!("CARGO_PKG_VERSION")
     )
 }
 
@@ -77,19 +82,37 @@ impl Store {
     fn open(dir: &Path, key: String) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("rows.jsonl");
-        let rows = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    serde_json::from_str::<Value>(l).map_err(|e| {
-                        Error::invalid("work", format!("{}: a bad line: {e}", path.display()))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io(&path, e).into()),
         };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut rows = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            match serde_json::from_str::<Value>(l) {
+                Ok(v) => rows.push(v),
+                // A run killed while appending leaves at most its last line cut short.
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                    eprintln!("{}: ignoring an unfinished last line", path.display());
+                }
+                Err(e) => {
+                    return Err(Error::invalid(
+                        "work",
+                        format!("{}: line {}: {e}", path.display(), i + 1),
+                    )
+                    .into())
+                }
+            }
+        }
+        if !rows.is_empty() && !text.ends_with('\n') {
+            // Finish the cut line so the next append starts on its own line.
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            f.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        }
         Ok(Store {
             dir: dir.to_path_buf(),
             key,
@@ -101,6 +124,10 @@ impl Store {
         self.rows.iter().find(|r| {
             r["key"] == self.key.as_str() && r["skip"] == skip && r["steps"] == s && r["eta"] == eta
         })
+    }
+
+    fn stored(&self) -> impl Iterator<Item = &Value> {
+        self.rows.iter().filter(|r| r["key"] == self.key.as_str())
     }
 
     fn batch_dir(&self, skip: &str, s: usize, eta: f64) -> PathBuf {
@@ -116,7 +143,10 @@ impl Store {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        writeln!(f, "{row}").map_err(|e| Error::io(&path, e))?;
+        // One write per line, so a kill cannot interleave or split rows mid-way.
+        let line = format!("{row}\n");
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
         self.rows.push(row);
         Ok(())
     }
@@ -124,6 +154,7 @@ impl Store {
 
 /// One row's samples, batch by batch; with a store, finished batches are read back instead of
 /// sampled again. Returns the samples and the sampling seconds (including earlier runs').
+/// `budget` counts the batches this run may still sample; None once it runs out.
 fn sample_row(
     backend: &mut dyn ddim_webgpu::backend::Backend,
     table: &[ddim_webgpu::schedule::StepCoeffs],
@@ -131,7 +162,8 @@ fn sample_row(
     shape: (usize, usize),
     dir: Option<&Path>,
     label: &str,
-) -> Result<(Tensor, f64)> {
+    budget: &mut Option<usize>,
+) -> Result<Option<(Tensor, f64)>> {
     let (c, r) = shape;
     let per = c * r * r;
     let mut data = Vec::with_capacity(a.n * per);
@@ -145,16 +177,23 @@ fn sample_row(
         let file = dir.map(|d| d.join(format!("{first:07}-{n}.npy")));
         if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
             let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-            let t = npy::parse_f32(&bytes, &f.display().to_string())?;
-            let took = std::fs::read_to_string(f.with_extension("secs"))
-                .ok()
-                .and_then(|s| s.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if t.shape == [n, c, r, r] {
-                data.extend_from_slice(&t.data);
-                secs += took;
-                continue;
+            match npy::parse_f32(&bytes, &f.display().to_string()) {
+                Ok(t) if t.shape == [n, c, r, r] => {
+                    let took = std::fs::read_to_string(f.with_extension("secs"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    data.extend_from_slice(&t.data);
+                    secs += took;
+                    continue;
+                }
+                _ => eprintln!("{}: unreadable, sampling it again", f.display()),
             }
+        }
+        match budget {
+            Some(0) => return Ok(None),
+            Some(b) => *b -= 1,
+            None => {}
         }
         eprintln!("{label}: batch {}/{batches} ({n} samples)", k + 1);
         let job = Job {
@@ -176,7 +215,17 @@ fn sample_row(
         data.extend_from_slice(&out.samples.data);
         secs += took;
     }
-    Ok((Tensor::new(vec![a.n, c, r, r], data)?, secs))
+    Ok(Some((Tensor::new(vec![a.n, c, r, r], data)?, secs)))
+}
+
+fn row_line(skip: &str, s: usize, eta: f64, d: &[f64], secs: f64) -> String {
+    let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+    let levels = d
+        .iter()
+        .map(|x| format!("{x:.1}"))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    format!("| {skip} | {s} | {eta} | {mean:.1} | {levels} | {secs:.1} s |")
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -197,11 +246,16 @@ pub fn run(a: Args) -> Result<()> {
         }
         .into());
     }
+    let mut backend = common::backend(a.model.backend, &model)?;
     let mut store = match &a.work {
-        Some(d) => Some(Store::open(d, fingerprint(&model, &data, &a))?),
+        Some(d) => Some(Store::open(
+            d,
+            fingerprint(&model, &data, &a, &backend.describe()),
+        )?),
         None => None,
     };
-    let mut backend = None;
+    let mut budget = a.max_batches;
+    let mut stopped = false;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let fmt = |v: &[f64]| {
         v.iter()
@@ -258,14 +312,21 @@ pub fn run(a: Args) -> Result<()> {
                             final_alpha: None,
                         };
                         let (_, steps) = common::table(&model, &args)?;
-                        if backend.is_none() {
-                            backend = Some(common::backend(a.model.backend, &model)?);
-                        }
-                        let be = backend.as_mut().expect("set above").as_mut();
                         let dir = store.as_ref().map(|st| st.batch_dir(skip, s, eta));
                         let label = format!("{skip} S={s} η={eta}");
-                        let (samples, secs) =
-                            sample_row(be, &steps, &a, (c, r), dir.as_deref(), &label)?;
+                        let Some((samples, secs)) = sample_row(
+                            backend.as_mut(),
+                            &steps,
+                            &a,
+                            (c, r),
+                            dir.as_deref(),
+                            &label,
+                            &mut budget,
+                        )?
+                        else {
+                            stopped = true;
+                            continue;
+                        };
                         let d = swd(&data, &samples)?;
                         if let Some(st) = store.as_mut() {
                             let key = st.key.clone();
@@ -280,20 +341,34 @@ pub fn run(a: Args) -> Result<()> {
                         (d, secs)
                     }
                 };
-                let line = format!(
-                    "| {skip} | {s} | {eta} | {:.1} | {} | {secs:.1} s |",
-                    mean(&d),
-                    fmt(&d)
-                );
-                println!("{line}");
-                table.push(line);
+                println!("{}", row_line(skip, s, eta, &d, secs));
             }
         }
     }
     if let Some(st) = &store {
+        // Every row stored for this key, whichever run (or --skip list) produced it.
+        for r in st.stored() {
+            let d: Vec<f64> = r["swd"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            table.push(row_line(
+                r["skip"].as_str().unwrap_or("?"),
+                r["steps"].as_u64().unwrap_or(0) as usize,
+                r["eta"].as_f64().unwrap_or(f64::NAN),
+                &d,
+                r["secs"].as_f64().unwrap_or(0.0),
+            ));
+        }
         let mut text = table.join("\n");
         text.push('\n');
         write_atomic(&st.dir.join("table.md"), text.as_bytes())?;
+        if stopped {
+            eprintln!(
+                "stopped after --max-batches {}; rerun to continue",
+                a.max_batches.unwrap_or(0)
+            );
+        }
     }
     Ok(())
 }
