@@ -42,6 +42,10 @@ pub struct Args {
     skip: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Clamp x0 to [-1, 1] at every step (diffusers' default; the official DDIM step never
+    /// clips, and neither does eval without this).
+    #[arg(long)]
+    clip: bool,
     /// Keep finished batches and rows here, so a stopped run resumes; the table of every row
     /// stored for this model, data, N, seed and backend is written to DIR/table.md.
     #[arg(long)]
@@ -63,11 +67,12 @@ fn fingerprint(model: &Model, data: &Tensor, a: &Args, backend: &str) -> String 
     let mut d = crc32fast::Hasher::new();
     d.update(bytemuck::cast_slice(&data.data));
     format!(
-        "weights {:08x} data {:08x} n {} seed {} | {backend} | ddim {}",
+        "weights {:08x} data {:08x} n {} seed {} clip {} | {backend} | ddim {}",
         h.finalize(),
         d.finalize(),
         a.n,
         a.seed,
+        a.clip,
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -271,10 +276,11 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     let mut table = vec![
         format!(
-            "SWD ×10³ against {} ({} images); levels finest first; {} samples per row",
+            "SWD ×10³ against {} ({} images); levels finest first; {} samples per row; x0 {}",
             a.data.display(),
             data.shape[0],
-            a.n
+            a.n,
+            if a.clip { "clipped" } else { "not clipped" }
         ),
         "| skip | S | η | SWD (mean) | per level | sampling time |".into(),
         "|---|---|---|---|---|---|".into(),
@@ -306,8 +312,8 @@ pub fn run(a: Args) -> Result<()> {
                             steps_offset: None,
                             eta,
                             sampler: "ddim".into(),
-                            clip: false,
-                            no_clip: false,
+                            clip: a.clip,
+                            no_clip: !a.clip,
                             prediction: None,
                             final_alpha: None,
                         };
