@@ -23,31 +23,55 @@ impl TensorFile {
     }
 }
 
-pub fn parse(bytes: &[u8], path: &str) -> Result<TensorFile> {
-    let bad = |why: String| Error::Safetensors {
+fn error(path: &str, why: String) -> Error {
+    Error::Safetensors {
         path: path.to_string(),
         why,
-    };
+    }
+}
+
+/// The header's JSON object and the data bytes after it.
+fn header<'a>(bytes: &'a [u8], path: &str) -> Result<(Map<String, Value>, &'a [u8])> {
     if bytes.len() < 8 {
-        return Err(bad(format!(
-            "file is {} bytes, too short for the 8-byte header length",
-            bytes.len()
-        )));
+        return Err(error(
+            path,
+            format!(
+                "file is {} bytes, too short for the 8-byte header length",
+                bytes.len()
+            ),
+        ));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
     if n > MAX_HEADER || n > (bytes.len() - 8) as u64 {
-        return Err(bad(format!(
-            "header length {n} is larger than the file ({} bytes)",
-            bytes.len()
-        )));
+        return Err(error(
+            path,
+            format!(
+                "header length {n} is larger than the file ({} bytes)",
+                bytes.len()
+            ),
+        ));
     }
     let header = &bytes[8..8 + n as usize];
-    let data = &bytes[8 + n as usize..];
     let json: Value = serde_json::from_slice(header)
-        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        .map_err(|e| error(path, format!("header is not valid JSON: {e}")))?;
     let Value::Object(obj) = json else {
-        return Err(bad("header is not a JSON object".into()));
+        return Err(error(path, "header is not a JSON object".into()));
     };
+    Ok((obj, &bytes[8 + n as usize..]))
+}
+
+/// Only the `__metadata__` strings, without decoding any tensor.
+pub fn metadata(bytes: &[u8], path: &str) -> Result<Map<String, Value>> {
+    let (mut obj, _) = header(bytes, path)?;
+    Ok(match obj.remove("__metadata__") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    })
+}
+
+pub fn parse(bytes: &[u8], path: &str) -> Result<TensorFile> {
+    let bad = |why: String| error(path, why);
+    let (obj, data) = header(bytes, path)?;
     let mut out = TensorFile::default();
     let mut entries: Vec<(usize, String, &Map<String, Value>)> = Vec::new();
     for (name, v) in &obj {

@@ -34,9 +34,7 @@ pub fn parse_config(text: &str, name: &str, scheduler: Option<(&str, &str)>) -> 
 /// The config text a safetensors file carries in its metadata under `config`
 /// (`tools/export_model.py` writes it), if any.
 pub fn metadata_config(bytes: &[u8], name: &str) -> Result<Option<String>> {
-    let file = safetensors::parse(bytes, name)?;
-    Ok(file
-        .metadata
+    Ok(safetensors::metadata(bytes, name)?
         .get("config")
         .and_then(|v| v.as_str())
         .map(str::to_string))
@@ -156,7 +154,7 @@ mod native {
             &cfg_name,
             sched_text.as_deref().map(|t| (t, sched_name.as_str())),
         )?;
-        model_from_bytes(&bytes, &weights_path.display().to_string(), cfg)
+        model_from_bytes(&bytes, &wname, cfg)
     }
 }
 
