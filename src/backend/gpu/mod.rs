@@ -97,6 +97,21 @@ pub struct GpuBackend {
     traj: Option<Trajectory>,
 }
 
+/// The f16 bits of `data`, padded to whole 4-byte words, if every value is exactly an f16.
+fn exact_f16(data: &[f32]) -> Option<Vec<u16>> {
+    let mut bits = data
+        .iter()
+        .map(|&v| {
+            let h = half::f16::from_f32(v);
+            (h.to_f32().to_bits() == v.to_bits()).then_some(h.to_bits())
+        })
+        .collect::<Option<Vec<u16>>>()?;
+    if bits.len() % 2 == 1 {
+        bits.push(0);
+    }
+    Some(bits)
+}
+
 fn ceil(a: usize, b: usize) -> u32 {
     a.div_ceil(b) as u32
 }
@@ -135,40 +150,29 @@ impl GpuBackend {
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
         // Conv weights go to the device as f16 only when that loses nothing: the device has
-        // shader-f16 and every value is exactly an f16 (a model stored as f16, say).
-        let conv_w: Vec<usize> = plan
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Conv { w, .. } => Some(*w),
-                _ => None,
-            })
-            .collect();
-        let half = gpu.features.contains(wgpu::Features::SHADER_F16)
-            && !conv_w.is_empty()
-            && conv_w.iter().all(|&i| {
-                weights[i]
-                    .data
-                    .iter()
-                    .all(|&v| half::f16::from_f32(v).to_f32().to_bits() == v.to_bits())
-            });
+        // shader-f16 and every value is exactly an f16 (a model stored as f16, say). The conv
+        // kernels are built for one weight type, so it is all convs or none.
+        let mut as_f16: Vec<Option<Vec<u16>>> = vec![None; weights.len()];
+        if gpu.features.contains(wgpu::Features::SHADER_F16) {
+            for op in &plan.ops {
+                if let Op::Conv { w, .. } = op {
+                    match exact_f16(&weights[*w].data) {
+                        Some(bits) => as_f16[*w] = Some(bits),
+                        None => {
+                            as_f16.fill(None);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let half = as_f16.iter().any(Option::is_some);
         let kernels = Kernels::new(&gpu, half).await?;
         let mut wbufs = Vec::with_capacity(weights.len());
-        for (i, (p, t)) in plan.params.iter().zip(weights).enumerate() {
-            let as_half = half && conv_w.contains(&i);
-            let contents: Vec<u8> = if as_half {
-                let mut h: Vec<u16> = t
-                    .data
-                    .iter()
-                    .map(|&v| half::f16::from_f32(v).to_bits())
-                    .collect();
-                // Storage buffers are sized in 4-byte words.
-                if h.len() % 2 == 1 {
-                    h.push(0);
-                }
-                bytemuck::cast_slice(&h).to_vec()
-            } else {
-                bytemuck::cast_slice(&t.data).to_vec()
+        for ((p, t), h) in plan.params.iter().zip(weights).zip(&as_f16) {
+            let contents: &[u8] = match h {
+                Some(bits) => bytemuck::cast_slice(bits),
+                None => bytemuck::cast_slice(&t.data),
             };
             let bytes = contents.len() as u64;
             if bytes > limit {
@@ -181,7 +185,7 @@ impl GpuBackend {
                 gpu.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(&p.name),
-                        contents: &contents,
+                        contents,
                         usage: wgpu::BufferUsages::STORAGE,
                     }),
             );
