@@ -223,14 +223,27 @@ fn sample_row(
     Ok(Some((Tensor::new(vec![a.n, c, r, r], data)?, secs)))
 }
 
-fn row_line(skip: &str, s: usize, eta: f64, d: &[f64], secs: f64) -> String {
+/// "mean | level / level / level", the two score columns of the table.
+fn scores(d: &[f64]) -> String {
     let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
     let levels = d
         .iter()
         .map(|x| format!("{x:.1}"))
         .collect::<Vec<_>>()
         .join(" / ");
-    format!("| {skip} | {s} | {eta} | {mean:.1} | {levels} | {secs:.1} s |")
+    format!("{mean:.1} | {levels}")
+}
+
+fn row_line(skip: &str, s: usize, eta: f64, d: &[f64], secs: f64) -> String {
+    format!("| {skip} | {s} | {eta} | {} | {secs:.1} s |", scores(d))
+}
+
+/// A stored row's per-level SWD.
+fn stored_swd(row: &Value) -> Vec<f64> {
+    row["swd"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -261,13 +274,6 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut budget = a.max_batches;
     let mut stopped = false;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let fmt = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.1}"))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
     // The floor: two disjoint halves of the training set.
     let half = data.shape[0] / 2;
     let floor = swd(
@@ -284,11 +290,7 @@ pub fn run(a: Args) -> Result<()> {
         ),
         "| skip | S | η | SWD (mean) | per level | sampling time |".into(),
         "|---|---|---|---|---|---|".into(),
-        format!(
-            "| training set, half vs half | | | {:.1} | {} | |",
-            mean(&floor),
-            fmt(&floor)
-        ),
+        format!("| training set, half vs half | | | {} | |", scores(&floor)),
     ];
     for line in &table {
         println!("{line}");
@@ -298,13 +300,7 @@ pub fn run(a: Args) -> Result<()> {
             for &eta in &a.eta {
                 let done = store.as_ref().and_then(|st| st.row(skip, s, eta)).cloned();
                 let (d, secs) = match done {
-                    Some(row) => (
-                        row["swd"]
-                            .as_array()
-                            .map(|v| v.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
-                            .unwrap_or_default(),
-                        row["secs"].as_f64().unwrap_or(0.0),
-                    ),
+                    Some(row) => (stored_swd(&row), row["secs"].as_f64().unwrap_or(0.0)),
                     None => {
                         let args = StepArgs {
                             steps: s,
@@ -354,15 +350,11 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(st) = &store {
         // Every row stored for this key, whichever run (or --skip list) produced it.
         for r in st.stored() {
-            let d: Vec<f64> = r["swd"]
-                .as_array()
-                .map(|v| v.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
             table.push(row_line(
                 r["skip"].as_str().unwrap_or("?"),
                 r["steps"].as_u64().unwrap_or(0) as usize,
                 r["eta"].as_f64().unwrap_or(f64::NAN),
-                &d,
+                &stored_swd(r),
                 r["secs"].as_f64().unwrap_or(0.0),
             ));
         }
