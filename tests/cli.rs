@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{assert_close, fixture, get, read_tensors};
-use ddim_webgpu::tensor::to_u8;
+use common::{assert_close, fixture, get, read_tensors, repo};
 use ddim_webgpu::{image, npy};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -76,41 +75,26 @@ fn sample_npy_reproduces_the_official_sampler() {
 #[test]
 fn without_model_the_built_in_model_samples() {
     let d = scratch("builtin");
-    let out = d.join("x.npy");
-    let o = ddim(&[
-        "sample",
-        "--steps",
-        "2",
-        "--n",
-        "2",
-        "--backend",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let sample = |model: &[&str], out: &Path| {
+        let rest = ["--steps", "2", "--n", "2", "--backend", "cpu", "--out"];
+        let args: Vec<&str> = ["sample"]
+            .into_iter()
+            .chain(model.iter().copied())
+            .chain(rest)
+            .chain([out.to_str().unwrap()])
+            .collect();
+        let o = ddim(&args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        (read_npy(out), err)
+    };
+    let (x, err) = sample(&[], &d.join("x.npy"));
     assert!(err.contains("built-in emoji32"), "{err}");
-    let x = read_npy(&out);
     assert_eq!(x.shape, [2, 3, 32, 32]);
     // The same weights read from models/ give the same samples.
-    let again = d.join("y.npy");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji32.safetensors");
-    let o = ddim(&[
-        "sample",
-        "--model",
-        model.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--n",
-        "2",
-        "--backend",
-        "cpu",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
-    assert_eq!(read_npy(&again).data, x.data);
+    let model = repo("models/emoji32.safetensors");
+    let (y, _) = sample(&["--model", model.to_str().unwrap()], &d.join("y.npy"));
+    assert_eq!(y.data, x.data);
     let o = ddim(&["info"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("2245763"));
 }
@@ -459,25 +443,12 @@ fn eval_resumes_from_its_work_dir() {
     let work = d.join("work");
     let w = work.to_str().unwrap();
     // The first row of the training atlas (64 emoji) keeps the scoring quick.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sheet = image::read_png(&root.join("data/emoji32.png"), 3).unwrap();
-    let (h, wd) = (sheet.shape[2], sheet.shape[3]);
-    let mut pixels = vec![0u8; 32 * wd * 3];
-    for y in 0..32 {
-        for x in 0..wd {
-            for c in 0..3 {
-                pixels[(y * wd + x) * 3 + c] = to_u8(sheet.data[(c * h + y) * wd + x]);
-            }
-        }
-    }
-    let png = image::Image {
-        width: wd,
-        height: 32,
-        channels: 3,
-        pixels,
-    }
-    .png()
-    .unwrap();
+    let sheet = image::read_png(&repo("data/emoji32.png"), 3).unwrap();
+    let mut row = image::sample_image(&sheet, 0).unwrap();
+    row.pixels.truncate(32 * row.width * 3);
+    row.height = 32;
+    let wd = row.width;
+    let png = row.png().unwrap();
     let data = d.join("row.png");
     std::fs::write(&data, png).unwrap();
     let meta = format!(

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_close, fixture, get, max_rel, randn, read_tensors};
+use common::{
+    assert_close, fixture, get, max_rel, randn, read_tensors, sample_uniform, shipped_model,
+};
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::Gpu;
 use ddim_webgpu::backend::gpu::{ConvKind, GpuBackend};
@@ -604,8 +606,7 @@ fn same_seed_same_samples_on_cpu_and_gpu() {
 #[test]
 fn shipped_model_samples_the_same_on_gpu() {
     let Some(g) = gpu() else { return };
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji32.safetensors");
-    let model = load_model(&path, None).unwrap();
+    let model = shipped_model();
     let has_f16 = g.features.contains(wgpu::Features::SHADER_F16);
     let mut gb = pollster::block_on(GpuBackend::with_plan(
         g,
@@ -615,21 +616,9 @@ fn shipped_model_samples_the_same_on_gpu() {
     .unwrap();
     // Stored as f16, so with shader-f16 the convs read f16 weights.
     assert_eq!(gb.half_weights(), has_f16);
-    let d = &model.config.diffusion;
-    let seq = timesteps(Skip::Uniform, d.num_timesteps, 3, 0).unwrap();
-    let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();
-    let job = Job {
-        table: &table,
-        seed: 5,
-        first: 0,
-        n: 2,
-        init: None,
-        batch: 2,
-        keep_x0: false,
-    };
-    let a = sampler::run(&mut CpuBackend::new(&model), &job, 3, 32, &mut |_| Ok(())).unwrap();
-    let b = sampler::run(&mut gb, &job, 3, 32, &mut |_| Ok(())).unwrap();
-    assert_close("emoji32 samples", &b.samples, &a.samples, 1e-3);
+    let a = sample_uniform(&mut CpuBackend::new(&model), &model, 3, 5, 2);
+    let b = sample_uniform(&mut gb, &model, 3, 5, 2);
+    assert_close("emoji32 samples", &b, &a, 1e-3);
 }
 
 #[test]

@@ -4,35 +4,25 @@
 
 mod common;
 
+use common::{repo, sample_uniform, shipped_model};
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::image::read_atlas;
-use ddim_webgpu::model::{load_model, metadata_config, Model};
+use ddim_webgpu::model::metadata_config;
 use ddim_webgpu::safetensors;
-use ddim_webgpu::sampler::{self, Job};
-use ddim_webgpu::schedule::{step_table, timesteps, Skip, StepOptions};
 use ddim_webgpu::Tensor;
-use std::path::PathBuf;
-
-fn path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn shipped() -> Model {
-    load_model(&path("models/emoji32.safetensors"), None).unwrap()
-}
 
 #[test]
 fn shipped_weights_match_their_config_and_metadata() {
-    let model = shipped();
-    let bytes = std::fs::read(path("models/emoji32.safetensors")).unwrap();
-    let yml = std::fs::read_to_string(path("models/emoji32.yml")).unwrap();
+    let model = shipped_model();
+    let bytes = std::fs::read(repo("models/emoji32.safetensors")).unwrap();
+    let yml = std::fs::read_to_string(repo("models/emoji32.yml")).unwrap();
     assert_eq!(
         metadata_config(&bytes, "emoji32").unwrap().as_deref(),
         Some(yml.as_str()),
         "the metadata config and models/emoji32.yml differ"
     );
-    let meta = safetensors::parse(&bytes, "emoji32").unwrap().metadata;
+    let meta = safetensors::metadata(&bytes, "emoji32").unwrap();
     let field = |k: &str| meta[k].as_str().unwrap().to_string();
     let n = model.plan.param_count();
     assert_eq!(n, 2_245_763);
@@ -49,28 +39,16 @@ fn shipped_weights_match_their_config_and_metadata() {
     let m = &model.config.model;
     assert_eq!((m.resolution, m.in_channels, m.ch), (32, 3, 32));
     // The page's default URL carries the step, so browsers drop cached older weights.
-    let page = std::fs::read_to_string(path("web/main.js")).unwrap();
+    let page = std::fs::read_to_string(repo("web/main.js")).unwrap();
     let url = format!("models/emoji32.safetensors?v={}\"", field("step"));
     assert!(page.contains(&url), "web/main.js should load {url}");
 }
 
 #[test]
 fn shipped_model_samples_are_finite() {
-    let model = shipped();
-    let d = &model.config.diffusion;
-    let seq = timesteps(Skip::Uniform, d.num_timesteps, 4, 0).unwrap();
-    let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();
-    let job = Job {
-        table: &table,
-        seed: 0,
-        first: 0,
-        n: 1,
-        init: None,
-        batch: 1,
-        keep_x0: false,
-    };
-    let out = sampler::run(&mut CpuBackend::new(&model), &job, 3, 32, &mut |_| Ok(())).unwrap();
-    let x = &out.samples.data;
+    let model = shipped_model();
+    let out = sample_uniform(&mut CpuBackend::new(&model), &model, 4, 0, 1);
+    let x = &out.data;
     assert_eq!(x.len(), 3 * 32 * 32);
     assert!(x.iter().all(|v| v.is_finite()));
 }
@@ -78,8 +56,8 @@ fn shipped_model_samples_are_finite() {
 #[test]
 fn shipped_model_predicts_the_noise_on_its_training_images() {
     // Random or mis-mapped weights score an ε-MSE near 1 here; a trained model far lower.
-    let model = shipped();
-    let atlas = read_atlas(&path("data/emoji32.png")).unwrap();
+    let model = shipped_model();
+    let atlas = read_atlas(&repo("data/emoji32.png")).unwrap();
     let per = 3 * 32 * 32;
     let picks = [0usize, 450, 900, 1350, 1800, 2250, 2700, 3150];
     let abar = model.config.diffusion.schedule().unwrap().abar_f32;

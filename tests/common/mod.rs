@@ -1,14 +1,52 @@
 //! Shared helpers for the integration tests: fixture paths and tolerance checks.
 #![allow(dead_code)]
 
+use ddim_webgpu::backend::Backend;
+use ddim_webgpu::model::{load_model, Model};
 use ddim_webgpu::safetensors::{self, TensorFile};
+use ddim_webgpu::sampler::{self, Job};
+use ddim_webgpu::schedule::{step_table, timesteps, Skip, StepOptions};
 use ddim_webgpu::Tensor;
 use std::path::PathBuf;
 
+/// A path inside the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    repo("tests/fixtures").join(rel)
+}
+
+/// The default model as shipped in models/.
+pub fn shipped_model() -> Model {
+    load_model(&repo("models/emoji32.safetensors"), None).unwrap()
+}
+
+/// `n` samples of `seed`: `steps` uniform DDIM steps, η = 0, no clipping, one batch.
+pub fn sample_uniform(
+    be: &mut dyn Backend,
+    model: &Model,
+    steps: usize,
+    seed: u64,
+    n: usize,
+) -> Tensor {
+    let d = &model.config.diffusion;
+    let seq = timesteps(Skip::Uniform, d.num_timesteps, steps, 0).unwrap();
+    let table = step_table(&d.schedule().unwrap(), &seq, &StepOptions::default()).unwrap();
+    let job = Job {
+        table: &table,
+        seed,
+        first: 0,
+        n,
+        init: None,
+        batch: n,
+        keep_x0: false,
+    };
+    let m = &model.config.model;
+    sampler::run(be, &job, m.in_channels, m.resolution, &mut |_| Ok(()))
+        .unwrap()
+        .samples
 }
 
 pub fn read_tensors(rel: &str) -> TensorFile {
