@@ -95,8 +95,15 @@ fn without_model_the_built_in_model_samples() {
     let model = repo("models/emoji32.safetensors");
     let (y, _) = sample(&["--model", model.to_str().unwrap()], &d.join("y.npy"));
     assert_eq!(y.data, x.data);
+    let bytes = std::fs::read(&model).unwrap();
+    let meta = ddim_webgpu::safetensors::metadata(&bytes, "emoji32").unwrap();
+    let n_params = meta["n_params"].as_str().unwrap().to_string();
     let o = ddim(&["info"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("2245763"));
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        info.contains(&n_params),
+        "ddim info should count {n_params} params: {info}"
+    );
 }
 
 #[test]
