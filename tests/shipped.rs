@@ -53,9 +53,14 @@ fn shipped_model_samples_are_finite() {
     assert!(x.iter().all(|v| v.is_finite()));
 }
 
-/// Training images `picks` noised to step t with seeded noise: (x_t, ε).
-fn noised(model: &Model, picks: &[usize], t: usize, stream: u32) -> (Tensor, Vec<f32>) {
-    let atlas = read_atlas(&repo("data/emoji32.png")).unwrap();
+/// Training images `picks` of `atlas` noised to step t with seeded noise: (x_t, ε).
+fn noised(
+    model: &Model,
+    atlas: &Tensor,
+    picks: &[usize],
+    t: usize,
+    stream: u32,
+) -> (Tensor, Vec<f32>) {
     let per = 3 * 32 * 32;
     let abar = model.config.diffusion.schedule().unwrap().abar_f32;
     let e = common::randn(stream, 7, picks.len() * per);
@@ -74,10 +79,11 @@ fn noised(model: &Model, picks: &[usize], t: usize, stream: u32) -> (Tensor, Vec
 fn shipped_model_predicts_the_noise_on_its_training_images() {
     // Random or mis-mapped weights score an ε-MSE near 1 here; a trained model far lower.
     let model = shipped_model();
+    let atlas = read_atlas(&repo("data/emoji32.png")).unwrap();
     let picks = [0usize, 450, 900, 1350, 1800, 2250, 2700, 3150];
     let mut be = CpuBackend::new(&model);
     for (k, t) in [300usize, 500, 900].into_iter().enumerate() {
-        let (xt, e) = noised(&model, &picks, t, k as u32);
+        let (xt, e) = noised(&model, &atlas, &picks, t, k as u32);
         let eps = be.forward(&xt, &vec![t as f32; picks.len()]).unwrap();
         let mse = eps
             .data
@@ -110,10 +116,11 @@ fn channel_means(x: &[f32]) -> Vec<f64> {
 #[test]
 fn shipped_model_predicts_the_mean_of_the_noise_at_high_t() {
     let model = shipped_model();
+    let atlas = read_atlas(&repo("data/emoji32.png")).unwrap();
     let picks: Vec<usize> = (0..16).map(|i| i * 219).collect();
     let mut be = CpuBackend::new(&model);
     for (k, t) in [900usize, 999].into_iter().enumerate() {
-        let (xt, e) = noised(&model, &picks, t, 10 + k as u32);
+        let (xt, e) = noised(&model, &atlas, &picks, t, 10 + k as u32);
         let eps = be.forward(&xt, &vec![t as f32; picks.len()]).unwrap();
         let (want, got) = (channel_means(&e), channel_means(&eps.data));
         let n = want.len() as f64;

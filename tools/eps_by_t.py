@@ -37,35 +37,30 @@ REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 
 from ddim_model import Model, alphas_cumprod_f32, get_beta_schedule  # noqa: E402
+from export_model import load_checkpoint_model  # noqa: E402
 from train import load_atlas  # noqa: E402
 
 
 def load(path, which):
     """A model and its config from a train.py checkpoint or an exported safetensors file."""
+    if not path.endswith(".safetensors"):
+        model, cfg, ckpt = load_checkpoint_model(path, which)
+        return model, cfg, f"{os.path.basename(path)} {which} (step {ckpt['step']})"
     import yaml
+    from safetensors import safe_open
+    from safetensors.torch import load_file
 
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-        yml = path[:-len(".safetensors")] + ".yml"
-        text = open(yml).read() if os.path.exists(yml) else meta.get("config")
-        if text is None:
-            sys.exit(f"{path}: no {yml} and no 'config' metadata")
-        cfg = yaml.safe_load(text)
-        sd = {k: v.float() for k, v in load_file(path).items()}
-        label = f"{os.path.basename(path)} (step {meta.get('step', '?')})"
-    else:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = yaml.safe_load(ckpt["config_text"])
-        sd = ckpt["ema"] if which == "ema" else ckpt["model"]
-        label = f"{os.path.basename(path)} {which} (step {ckpt['step']})"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    yml = path[:-len(".safetensors")] + ".yml"
+    text = open(yml).read() if os.path.exists(yml) else meta.get("config")
+    if text is None:
+        sys.exit(f"{path}: no {yml} and no 'config' metadata")
+    cfg = yaml.safe_load(text)
     model = Model(cfg)
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict({k: v.float() for k, v in load_file(path).items()}, strict=True)
     model.eval()
-    return model, cfg, label
+    return model, cfg, f"{os.path.basename(path)} (step {meta.get('step', '?')})"
 
 
 @torch.no_grad()
