@@ -1,12 +1,14 @@
-"""CPU PyTorch baseline for one forward pass of the DDIM noise-prediction net.
+"""PyTorch baseline for one forward pass of the DDIM noise-prediction net.
 
 Usage:
 
     OMP_WAIT_POLICY=PASSIVE python tools/bench_torch.py --config cifar10 --batch 8 --threads 1
+    python tools/bench_torch.py --config cifar10 --batch 1,64 --device cuda --iters 50
 
     --config   an official-layout YAML, or `cifar10` for tools/configs/cifar10.yml
-    --batch    images per forward pass (default 8)
+    --batch    images per forward pass, comma-separated (default 8); one line each
     --threads  torch intra-op threads (default 1)
+    --device   cpu (default) or a CUDA device such as cuda
     --iters    timed passes (default 5)
     --warmup   untimed passes first (default 2)
     --seed     weight / input seed (default 0)
@@ -14,7 +16,7 @@ Usage:
 Prints one JSON line:
 
     {"impl": "torch", "config": ..., "threads": ..., "batch": ..., "params": ...,
-     "median_ms": ..., "min_ms": ..., "times_ms": [...], "torch": "<version>"}
+     "device": ..., "median_ms": ..., "min_ms": ..., "times_ms": [...], "torch": "<version>"}
 
 Weights are random (timing does not depend on their values). The model runs in
 eval mode under torch.inference_mode, so dropout is off, as when sampling.
@@ -44,13 +46,14 @@ NAMED_CONFIGS = {"cifar10": HERE / "configs" / "cifar10.yml"}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="PyTorch CPU forward-pass benchmark (DDIM UNet).")
+    ap = argparse.ArgumentParser(description="PyTorch forward-pass benchmark (DDIM UNet).")
     ap.add_argument("--config", default="cifar10", help="YAML path or one of: " + ", ".join(NAMED_CONFIGS))
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", default="8", help="comma-separated batch sizes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -59,33 +62,41 @@ def main() -> None:
     cfg = load_config(str(cfg_path))
     f = model_fields(cfg)
 
-    model = DDIMUNet(cfg).eval()
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        ap.error(f"--batch {args.batch!r}: expected comma-separated integers")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+    model = DDIMUNet(cfg).eval().to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(args.batch, f["in_channels"], f["resolution"], f["resolution"])
-    # Per-image timesteps cost the same as a shared one (sampling uses a shared t).
-    t = torch.linspace(0, 999, args.batch)
-
-    times = []
-    with torch.inference_mode():
-        for i in range(args.warmup + args.iters):
-            start = time.perf_counter()
-            out = model(x, t)
-            float(out[0, 0, 0, 0])  # make sure the work has really finished
-            elapsed = (time.perf_counter() - start) * 1e3
-            if i >= args.warmup:
-                times.append(elapsed)
-
-    print(json.dumps({
-        "impl": "torch",
-        "config": args.config,
-        "threads": torch.get_num_threads(),
-        "batch": args.batch,
-        "params": n_params,
-        "median_ms": round(statistics.median(times), 3),
-        "min_ms": round(min(times), 3),
-        "times_ms": [round(v, 3) for v in times],
-        "torch": torch.__version__,
-    }))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for batch in batches:
+        x = torch.randn(batch, f["in_channels"], f["resolution"], f["resolution"]).to(device)
+        # Per-image timesteps cost the same as a shared one (sampling uses a shared t).
+        t = torch.linspace(0, 999, batch).to(device)
+        times = []
+        with torch.inference_mode():
+            for i in range(args.warmup + args.iters):
+                start = time.perf_counter()
+                out = model(x, t)
+                float(out[0, 0, 0, 0])  # make sure the work has really finished
+                elapsed = (time.perf_counter() - start) * 1e3
+                if i >= args.warmup:
+                    times.append(elapsed)
+        print(json.dumps({
+            "impl": "torch",
+            "config": args.config,
+            "threads": torch.get_num_threads(),
+            "batch": batch,
+            "params": n_params,
+            "device": name,
+            "median_ms": round(statistics.median(times), 3),
+            "min_ms": round(min(times), 3),
+            "times_ms": [round(v, 3) for v in times],
+            "torch": torch.__version__,
+        }), flush=True)
 
 
 if __name__ == "__main__":
