@@ -111,8 +111,9 @@ fn channel_means(x: &[f32]) -> Vec<f64> {
 /// per-channel mean must be predicted, or x0 gets a colour cast of several units and unclipped
 /// samples come out as flat colours. A net whose last GroupNorm holds one channel per group
 /// cannot see that mean: the first emoji32 (ch 32) scored a std ratio of 0.044 and a
-/// correlation of 0.08 here. A perfect model would score about 1 and 1; the ch 64 model sees
-/// the mean (correlation above 0.8) but still predicts too little of it (see the model card).
+/// correlation of 0.08 here, and the ch 64 run's step-3,000 weights about 0.19 and 0.85 (still
+/// flat colours unclipped). A perfect model scores about 1 and 1; the thresholds sit where
+/// unclipped samples start to be emoji (see the model card).
 #[test]
 fn shipped_model_predicts_the_mean_of_the_noise_at_high_t() {
     let model = shipped_model();
@@ -137,7 +138,7 @@ fn shipped_model_predicts_the_mean_of_the_noise_at_high_t() {
         let (ratio, corr) = (sg / sw, cov / (sw * sg));
         eprintln!("t = {t}: noise-mean std ratio {ratio:.3}, correlation {corr:.3}");
         assert!(
-            ratio > 0.1 && corr > 0.5,
+            ratio > 0.5 && corr > 0.9,
             "t = {t}: the predicted noise's per-channel mean has std ratio {ratio:.3} and \
              correlation {corr:.3} to the true one"
         );

@@ -5,7 +5,7 @@
 // The shipped model. The ?v= query (the export's training step, checked by tests/shipped.rs)
 // changes with the weights, so a cached copy of older weights is never reused.
 const DEFAULT = {
-  weights: "models/emoji32.safetensors?v=3000",
+  weights: "models/emoji32.safetensors?v=20938",
   config: "models/emoji32.yml",
   name: "emoji32 (trained on Noto Emoji, © Google, Apache-2.0)",
 };
