@@ -1,5 +1,5 @@
-//! .npy in and out (float32 and uint8, C order), and an uncompressed .npz writer, which is
-//! all the FID tools and `--init-noise` need.
+//! .npy in and out (float32 and uint8, C order), and a stored .npz through the `zip` crate,
+//! which is all the FID tools and `--init-noise` need.
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -107,61 +107,28 @@ pub fn parse_f32(bytes: &[u8], path: &str) -> Result<Tensor> {
     Ok(Tensor { shape, data })
 }
 
-/// An uncompressed (stored) zip holding the given members, as numpy.savez writes. Without
-/// zip64 the archive must stay under 4 GiB.
-pub fn npz(members: &[(&str, Vec<u8>)]) -> Result<Vec<u8>> {
-    let total: usize = members
-        .iter()
-        .map(|(n, d)| d.len() + 2 * n.len() + 128)
-        .sum();
-    if total >= u32::MAX as usize {
-        return Err(Error::invalid(
-            "out",
-            format!("a .npz of {total} bytes needs zip64, which is not written; use a folder of PNGs or fewer samples"),
-        ));
-    }
-    let mut out = Vec::new();
-    let mut central = Vec::new();
+/// An uncompressed (stored) zip holding the given members, as `numpy.savez` writes, through
+/// the `zip` crate. Archives past 4 GiB get zip64 records, which numpy reads.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn npz(members: &[(&str, Vec<u8>)], path: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let bad = |why: String| Error::Npy {
+        path: path.to_string(),
+        why,
+    };
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, data) in members {
-        let crc = crc32fast::hash(data);
-        let offset = out.len() as u32;
-        let local = |sig: u32, central: bool| {
-            let mut h = Vec::new();
-            h.extend_from_slice(&sig.to_le_bytes());
-            if central {
-                h.extend_from_slice(&20u16.to_le_bytes()); // made by
-            }
-            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
-            h.extend_from_slice(&0u16.to_le_bytes()); // flags
-            h.extend_from_slice(&0u16.to_le_bytes()); // stored
-            h.extend_from_slice(&0u32.to_le_bytes()); // time + date
-            h.extend_from_slice(&crc.to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes()); // extra
-            if central {
-                h.extend_from_slice(&[0u8; 8]); // comment, disk, internal attrs
-                h.extend_from_slice(&0u32.to_le_bytes()); // external attrs
-                h.extend_from_slice(&offset.to_le_bytes());
-            }
-            h.extend_from_slice(name.as_bytes());
-            h
-        };
-        out.extend(local(0x0403_4b50, false));
-        out.extend_from_slice(data);
-        central.extend(local(0x0201_4b50, true));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(data.len() as u64 >= u32::MAX as u64);
+        zw.start_file(*name, opts)
+            .and_then(|()| zw.write_all(data).map_err(Into::into))
+            .map_err(|e| bad(format!("zip member {name}: {e}")))?;
     }
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    Ok(out)
+    let cursor = zw
+        .finish()
+        .map_err(|e| bad(format!("zip directory: {e}")))?;
+    Ok(cursor.into_inner())
 }
 
 #[cfg(test)]

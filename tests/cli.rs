@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, fixture, get, read_tensors, repo};
+use common::{assert_close, fixture, get, numpy_load, read_tensors, repo};
 use ddim_webgpu::{image, npy};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,24 +127,31 @@ fn output_kinds_and_resume() {
     assert_eq!(a.shape, vec![3, 3, 16, 16]);
     assert!(a.max_abs_diff(&b).unwrap() <= 1e-5 * a.max_abs());
 
-    // .npz: uint8 NHWC under arr_0, the same pixels as the .npy.
+    // .npz: uint8 NHWC under arr_0, the same pixels as the .npy, as numpy reads them.
     run(&d.join("c.npz"), &[]);
-    let z = std::fs::read(d.join("c.npz")).unwrap();
-    assert_eq!(&z[..4], b"PK\x03\x04");
-    assert_eq!(&z[30..39], b"arr_0.npy");
-    let body = &z[39..];
-    let hlen = u16::from_le_bytes([body[8], body[9]]) as usize;
-    let header = std::str::from_utf8(&body[10..10 + hlen]).unwrap();
-    assert!(
-        header.contains("'|u1'") && header.contains("(3, 16, 16, 3)"),
-        "{header}"
-    );
-    let px = &body[10 + hlen..10 + hlen + 3 * 16 * 16 * 3];
-    let v = a.data[0]; // sample 0, channel 0, pixel 0
-    assert_eq!(
-        px[0],
-        (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8
-    );
+    let (c, hw) = (3, 16 * 16);
+    let mut want = vec![0u8; 3 * hw * c];
+    for i in 0..3 {
+        for ch in 0..c {
+            for p in 0..hw {
+                let v = a.data[(i * c + ch) * hw + p];
+                want[(i * hw + p) * c + ch] =
+                    (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    }
+    if let Some((dtype, shape, bytes)) = numpy_load(&d.join("c.npz")) {
+        assert_eq!((dtype.as_str(), shape), ("|u1", vec![3, 16, 16, 3]));
+        assert!(bytes == want, "numpy's arr_0 differs from the samples");
+    }
+    // And the .npy as numpy reads it: float32 NCHW, the values we parse ourselves.
+    if let Some((dtype, shape, bytes)) = numpy_load(&d.join("a.npy")) {
+        assert_eq!((dtype.as_str(), shape), ("<f4", vec![3, 3, 16, 16]));
+        assert!(
+            bytes == bytemuck::cast_slice::<f32, u8>(&a.data),
+            "numpy's .npy differs"
+        );
+    }
 
     // .png: a 3-image grid (2 columns) with a 2-pixel border.
     run(&d.join("g.png"), &[]);

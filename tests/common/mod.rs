@@ -89,3 +89,42 @@ pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |d, (x, y)| d.max((x - y).abs()))
         / m
 }
+
+/// What numpy reads from `path` (`np.load`; for a .npz its `arr_0`): dtype string, shape and
+/// the C-order bytes. None when no python3 with numpy is found, unless DDIM_REQUIRE_NUMPY is
+/// set (CI sets it), in which case that is a failure.
+pub fn numpy_load(path: &std::path::Path) -> Option<(String, Vec<usize>, Vec<u8>)> {
+    let raw = path.with_extension("numpy-bytes");
+    let script = "import sys, json, numpy as np\n\
+        a = np.load(sys.argv[1])\n\
+        a = a['arr_0'] if isinstance(a, np.lib.npyio.NpzFile) else a\n\
+        open(sys.argv[2], 'wb').write(np.ascontiguousarray(a).tobytes())\n\
+        print(json.dumps([a.dtype.str, list(a.shape)]))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(&raw)
+        .output();
+    let required = std::env::var_os("DDIM_REQUIRE_NUMPY").is_some();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) if !required && String::from_utf8_lossy(&o.stderr).contains("No module named") => {
+            eprintln!("skipped: python3 has no numpy (set DDIM_REQUIRE_NUMPY to fail instead)");
+            return None;
+        }
+        Err(e) if !required => {
+            eprintln!("skipped: no python3 ({e})");
+            return None;
+        }
+        Ok(o) => panic!(
+            "numpy could not read {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("DDIM_REQUIRE_NUMPY is set but python3 did not run: {e}"),
+    };
+    let (dtype, shape): (String, Vec<usize>) = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    Some((dtype, shape, bytes))
+}

@@ -87,7 +87,10 @@ pub fn write(kind: Kind, path: &Path, t: &Tensor, first: usize) -> Result<()> {
                 }
             }
             let arr = npy::to_bytes_u8(&[n, h, w, c], &px);
-            write_atomic(path, &npy::npz(&[("arr_0.npy", arr)])?)?
+            write_atomic(
+                path,
+                &npy::npz(&[("arr_0.npy", arr)], &path.display().to_string())?,
+            )?
         }
         Kind::Dir => {
             std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
