@@ -1,8 +1,10 @@
-// Single-head spatial attention, the twin of backend/cpu/attention.rs, in three passes over
-// a scratch matrix w [hw, hw] per image:
-//   scores:  w[i, j] = Σ_c q[c, i]·k[c, j] · c^−½
-//   softmax: each row of w, over the keys j
-//   apply:   y[c, i] = Σ_j v[c, j]·w[i, j]
+// Single-head spatial attention, the twin of backend/cpu/attention.rs, as two batched GEMMs
+// on the tiled machinery of gemm_tile.wgsl (prepended) and a softmax, over a scratch matrix
+// per image that holds the scores transposed, keys × queries, so every pass reads it with
+// neighbouring lanes on neighbouring queries:
+//   scores (STAGE 0): s[j, i] = c^−½ · Σ_c k[c, j]·q[c, i]      M = keys, N = queries, K = c
+//   softmax:          s[:, i] normalised over the keys j
+//   apply (STAGE 1):  y[c, i] = Σ_j v[c, j]·s[j, i]              M = c, N = queries, K = keys
 
 struct Attn {
     c: u32, hw: u32, scale: f32, pad: u32,
@@ -10,91 +12,84 @@ struct Attn {
     v_stride: u32, v_off: u32, y_stride: u32, y_off: u32,
 }
 
+override STAGE: u32 = 0u;
+override WG: u32 = 64u;
+
 @group(0) @binding(0) var<uniform> p: Attn;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-// One invocation per (query i, 4 keys j).
-@compute @workgroup_size(16, 4, 1)
-fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j0 = gid.x * 4u;
-    let i = gid.y;
-    let img = gid.z;
-    if (j0 >= p.hw || i >= p.hw) {
-        return;
+var<private> img: u32;
+
+fn rows() -> u32 {
+    return select(p.c, p.hw, STAGE == 0u);
+}
+
+fn a_value(m: u32, kk: u32) -> f32 {
+    if (m >= rows()) {
+        return 0.0;
     }
-    let qb = img * p.q_stride + p.q_off;
-    let kb = img * p.k_stride + p.k_off;
-    var acc = vec4<f32>(0.0);
-    for (var c = 0u; c < p.c; c++) {
-        let qi = q[qb + c * p.hw + i];
-        let row = kb + c * p.hw;
-        var kv: vec4<f32>;
-        for (var t = 0u; t < 4u; t++) {
-            kv[t] = k[row + min(j0 + t, p.hw - 1u)];
-        }
-        acc += qi * kv;
+    if (STAGE == 0u) {
+        return k[img * p.k_stride + p.k_off + kk * p.hw + m];
     }
-    let wb = img * p.hw * p.hw + i * p.hw;
-    for (var t = 0u; t < 4u; t++) {
-        if (j0 + t < p.hw) {
-            w[wb + j0 + t] = acc[t] * p.scale;
+    return v[img * p.v_stride + p.v_off + m * p.hw + kk];
+}
+
+fn b_value(r: u32, kk: u32, n: u32) -> f32 {
+    if (n >= p.hw) {
+        return 0.0;
+    }
+    if (STAGE == 0u) {
+        return q[img * p.q_stride + p.q_off + kk * p.hw + n];
+    }
+    return s[img * p.hw * p.hw + kk * p.hw + n];
+}
+
+@compute @workgroup_size(THREADS)
+fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    img = wg.z;
+    let n0 = wg.x * BN;
+    let m0 = wg.y * BM;
+    let kdim = select(p.hw, p.c, STAGE == 0u);
+    gemm_tile(m0, n0, 0u, kdim, li);
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + tile_m(li, i);
+        for (var j = 0u; j < TN; j++) {
+            let n = n0 + tile_n(li, j);
+            if (m < rows() && n < p.hw) {
+                if (STAGE == 0u) {
+                    s[img * p.hw * p.hw + m * p.hw + n] = acc[i * TN + j] * p.scale;
+                } else {
+                    y[img * p.y_stride + p.y_off + m * p.hw + n] = acc[i * TN + j];
+                }
+            }
         }
     }
 }
 
-// One invocation per row (image, query).
-@compute @workgroup_size(64)
+// One invocation per (query, image): a column of the transposed scores.
+@compute @workgroup_size(WG)
 fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    let img = gid.y;
+    let b = gid.y * p.hw * p.hw;
     if (i >= p.hw) {
         return;
     }
-    let wb = img * p.hw * p.hw + i * p.hw;
-    var m = -3.4e38;
+    var mx = -3.4e38;
     for (var j = 0u; j < p.hw; j++) {
-        m = max(m, w[wb + j]);
+        mx = max(mx, s[b + j * p.hw + i]);
     }
-    var s = 0.0;
+    var sum = 0.0;
     for (var j = 0u; j < p.hw; j++) {
-        let e = exp(w[wb + j] - m);
-        w[wb + j] = e;
-        s += e;
+        let e = exp(s[b + j * p.hw + i] - mx);
+        s[b + j * p.hw + i] = e;
+        sum += e;
     }
-    let inv = 1.0 / s;
+    let inv = 1.0 / sum;
     for (var j = 0u; j < p.hw; j++) {
-        w[wb + j] *= inv;
-    }
-}
-
-// One invocation per (4 queries i, channel c).
-@compute @workgroup_size(16, 4, 1)
-fn apply(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i0 = gid.x * 4u;
-    let c = gid.y;
-    let img = gid.z;
-    if (i0 >= p.hw || c >= p.c) {
-        return;
-    }
-    let vb = img * p.v_stride + p.v_off + c * p.hw;
-    let wb = img * p.hw * p.hw;
-    var acc = vec4<f32>(0.0);
-    for (var j = 0u; j < p.hw; j++) {
-        let vj = v[vb + j];
-        var wv: vec4<f32>;
-        for (var t = 0u; t < 4u; t++) {
-            wv[t] = w[wb + min(i0 + t, p.hw - 1u) * p.hw + j];
-        }
-        acc += vj * wv;
-    }
-    let yb = img * p.y_stride + p.y_off + c * p.hw;
-    for (var t = 0u; t < 4u; t++) {
-        if (i0 + t < p.hw) {
-            y[yb + i0 + t] = acc[t];
-        }
+        s[b + j * p.hw + i] *= inv;
     }
 }

@@ -3,10 +3,14 @@
 // Each invocation computes 4 output channels × 4 pixels in registers: no workgroup memory,
 // so it runs well on CPU-backed adapters too.
 
+// The vec4 accumulators fix 4 × 4 outputs per invocation; the workgroup shape is set by the
+// host (ops/tiles.rs), which sizes the dispatch from the same numbers.
 const TM: u32 = 4u;
 const TN: u32 = 4u;
+override WX: u32 = 16u;
+override WY: u32 = 4u;
 
-@compute @workgroup_size(16, 4, 1)
+@compute @workgroup_size(WX, WY, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = p.ho * p.wo;
     let p0 = gid.x * TN;
@@ -23,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         ox[j] = q % p.wo;
     }
     var acc: array<vec4<f32>, 4>;
-    let kk = p.k * p.k;
+    let kk = KS * KS;
     let hw = p.h * p.w;
     let xb = img * p.x_stride + p.x_off;
     var wrow: array<u32, 4>;
@@ -33,8 +37,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     // Tap-major: the padding and resampling arithmetic is done once per tap, and the channel
     // loop inside is plain strided loads and FMAs.
     for (var tap = 0u; tap < kk; tap++) {
-        let ky = tap / p.k;
-        let kx = tap % p.k;
+        let ky = tap / KS;
+        let kx = tap % KS;
         var off = vec4<u32>(0u);
         var mask = vec4<f32>(0.0);
         for (var j = 0u; j < TN; j++) {

@@ -1,19 +1,24 @@
-// What both convolution kernels share: the parameter block, the bindings, the padding and
+// What the convolution kernels share: the parameter block, the bindings, the padding and
 // resampling rule, and the epilogue. The host prepends this file to conv2d.wgsl and
-// conv2d_tiled.wgsl. Modes: 0 = same size (3×3 pad 1, or 1×1), 1 = the official Downsample
+// conv2d_gemm.wgsl. Modes: 0 = same size (3×3 pad 1, or 1×1), 1 = the official Downsample
 // (pad right/bottom by one, 3×3 stride 2), 2 = 3×3 over a nearest-×2 upsampled input (the
 // upsampled map is never stored).
 
-// The stored weight type. The host swaps in f16 (after `enable f16;`) when the device has
-// shader-f16 and every conv weight is exactly an f16: same results, half the bytes read.
-alias Weight = f32;
+// `Weight`, the stored weight type, is declared by the host ahead of this file: f16 (after
+// `enable f16;`) when the device has shader-f16 and every conv weight is exactly an f16
+// (same results, half the bytes read), else f32.
 
 struct Conv {
     ci: u32, h: u32, w: u32, co: u32,
-    ho: u32, wo: u32, k: u32, mode: u32,
+    ho: u32, wo: u32, batch: u32, flags: u32,
     x_stride: u32, x_off: u32, y_stride: u32, y_off: u32,
-    r_stride: u32, r_off: u32, t_stride: u32, flags: u32,
+    r_stride: u32, r_off: u32, t_stride: u32, pad: u32,
 }
+
+// The kernel size (1 or 3) and the mode are pipeline constants, so the index arithmetic
+// divides by constants and the padding rule's branches are resolved when compiling.
+override KS: u32 = 3u;
+override MODE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Conv;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -25,15 +30,15 @@ struct Conv {
 
 // The input row (or column) read by output coordinate o at tap t, or -1 in the padding.
 fn src(o: u32, t: u32, n: u32) -> i32 {
-    if (p.k == 1u) {
+    if (KS == 1u) {
         return i32(o);
     }
-    if (p.mode == 1u) {
+    if (MODE == 1u) {
         let i = 2u * o + t;
         return select(-1, i32(i), i < n);
     }
     let u = i32(o + t) - 1;
-    if (p.mode == 2u) {
+    if (MODE == 2u) {
         return select(-1, u / 2, u >= 0 && u < i32(2u * n));
     }
     return select(-1, u, u >= 0 && u < i32(n));

@@ -17,8 +17,10 @@ struct Step {
 @group(0) @binding(2) var<storage, read> m: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x0: array<f32>;
 
+override WG: u32 = 64u;
+
 // Each invocation owns one Philox block: four consecutive elements of one sample.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let blocks = (s.per_sample + 3u) / 4u;
     let id = gid.x + gid.y * s.row;

@@ -13,8 +13,9 @@ struct Norm {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
+// A power of two, set by the host (ops/tiles.rs).
+override WG: u32 = 256u;
+var<workgroup> red: array<f32, WG>;
 
 fn group_sum(v: f32, lid: u32) -> f32 {
     red[lid] = v;
@@ -30,7 +31,7 @@ fn group_sum(v: f32, lid: u32) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
     let lid = lid3.x;
     let g = wid.x;

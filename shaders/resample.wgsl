@@ -10,7 +10,9 @@ struct Resample {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(64)
+override WG: u32 = 64u;
+
+@compute @workgroup_size(WG)
 fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ho = p.h / 2u;
     let wo = p.w / 2u;
@@ -26,7 +28,7 @@ fn avg_pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     y[img * p.y_stride + p.y_off + e] = (x[b] + x[b + 1u] + x[b + p.w] + x[b + p.w + 1u]) * 0.25;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn upsample(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ho = p.h * 2u;
     let wo = p.w * 2u;

@@ -3,9 +3,58 @@
 
 use crate::backend::{Backend, NoiseKey};
 use crate::error::{Error, Result};
+use crate::model::DiffusionConfig;
 use crate::rng;
-use crate::schedule::{inversion_table, Schedule, StepCoeffs};
+use crate::schedule::{self, inversion_table, Schedule, Skip, StepCoeffs, StepOptions};
 use crate::tensor::Tensor;
+
+/// What a caller asks of a sampling run, in the words the CLI and the page take. None takes
+/// the model's default (its diffusers scheduler config), else the official sampler's.
+#[derive(Clone, Debug, Default)]
+pub struct StepRequest {
+    pub steps: usize,
+    pub skip: Option<String>,
+    pub steps_offset: Option<usize>,
+    pub eta: f64,
+    /// ddim or ddpm.
+    pub sampler: Option<String>,
+    pub clip: Option<bool>,
+    pub prediction: Option<String>,
+    pub final_alpha: Option<String>,
+}
+
+/// The skip, the timesteps (sampling order) and the coefficient table of a request: the one
+/// resolution that the CLI and the web module share.
+pub fn resolve(d: &DiffusionConfig, r: &StepRequest) -> Result<(Skip, Vec<i64>, Vec<StepCoeffs>)> {
+    let skip: Skip = match &r.skip {
+        Some(k) => k.parse()?,
+        None => d.skip.unwrap_or(Skip::Uniform),
+    };
+    let offset = r.steps_offset.unwrap_or(d.steps_offset);
+    let seq = schedule::timesteps(skip, d.num_timesteps, r.steps, offset)?;
+    let opt = StepOptions {
+        sampler: match &r.sampler {
+            Some(s) => s.parse()?,
+            None => Default::default(),
+        },
+        eta: r.eta,
+        prediction: match &r.prediction {
+            Some(p) => p.parse()?,
+            None => d.prediction,
+        },
+        clip: match r.clip {
+            Some(true) => Some(1.0),
+            Some(false) => None,
+            None => d.clip_sample,
+        },
+        final_alpha: match &r.final_alpha {
+            Some(f) => f.parse()?,
+            None => d.final_alpha,
+        },
+    };
+    let table = schedule::step_table(&d.schedule()?, &seq, &opt)?;
+    Ok((skip, seq, table))
+}
 
 /// What the loop reports after every step; returning an error from the callback cancels.
 pub struct Progress<'a> {

@@ -4,13 +4,13 @@
 //! (RGBA) plus the raw NCHW floats. Every failure is a JavaScript `Error` with a message.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::device::{describe, is_software, Gpu};
+use crate::backend::gpu::device::{auto_adapter, describe, Gpu};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{Backend, NoiseKey};
 use crate::error::Error;
 use crate::model::{metadata_config, model_from_bytes, parse_config, Model};
-use crate::sampler::{initial_noise, interpolation_latents};
-use crate::schedule::{self, FinalAlpha, Sampler, Skip, StepOptions};
+use crate::sampler::{initial_noise, interpolation_latents, resolve, StepRequest};
+use crate::schedule;
 use crate::tensor::Tensor;
 use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -168,38 +168,21 @@ fn images(t: &Tensor) -> Result<Array, JsValue> {
     Ok(out)
 }
 
-fn step_options(
-    o: &JsValue,
-    model: &Model,
-) -> Result<(Vec<i64>, Vec<schedule::StepCoeffs>), JsValue> {
-    let d = &model.config.diffusion;
-    let steps = count(o, "steps", 50)?;
-    let skip: Skip = match get(o, "skip").and_then(|v| v.as_string()) {
-        Some(s) => s.parse().map_err(js_err)?,
-        None => d.skip.unwrap_or(Skip::Uniform),
-    };
-    let seq = schedule::timesteps(skip, d.num_timesteps, steps, d.steps_offset).map_err(js_err)?;
-    let clip = match get(o, "clip").and_then(|v| v.as_bool()) {
-        Some(true) => Some(1.0),
-        Some(false) => None,
-        None => d.clip_sample,
-    };
-    let sampler = match get(o, "sampler").and_then(|v| v.as_string()) {
-        Some(s) => s.parse::<Sampler>().map_err(js_err)?,
-        None => Sampler::Ddim,
-    };
-    let opt = StepOptions {
-        sampler,
+/// The page's options as the request the CLI also resolves (see sampler::resolve).
+fn step_options(o: &JsValue, model: &Model) -> Result<Vec<schedule::StepCoeffs>, JsValue> {
+    let text = |key: &str| get(o, key).and_then(|v| v.as_string());
+    let req = StepRequest {
+        steps: count(o, "steps", 50)?,
+        skip: text("skip"),
+        steps_offset: None,
         eta: num(o, "eta")?.unwrap_or(0.0),
-        prediction: d.prediction,
-        clip,
-        final_alpha: match get(o, "finalAlpha").and_then(|v| v.as_string()) {
-            Some(f) => f.parse::<FinalAlpha>().map_err(js_err)?,
-            None => d.final_alpha,
-        },
+        sampler: text("sampler"),
+        clip: get(o, "clip").and_then(|v| v.as_bool()),
+        prediction: None,
+        final_alpha: text("finalAlpha"),
     };
-    let table = schedule::step_table(&d.schedule().map_err(js_err)?, &seq, &opt).map_err(js_err)?;
-    Ok((seq, table))
+    let (_, _, table) = resolve(&model.config.diffusion, &req).map_err(js_err)?;
+    Ok(table)
 }
 
 impl Inner {
@@ -234,7 +217,7 @@ impl Inner {
         seed: u64,
         n: usize,
     ) -> Result<JsValue, JsValue> {
-        let (_, table) = step_options(o, &self.model)?;
+        let table = step_options(o, &self.model)?;
         let on_step: Option<Function> = get(o, "onStep").and_then(|f| f.dyn_into().ok());
         let every = count(o, "previewEvery", 0)?;
         let signal: Option<web_sys::AbortSignal> = get(o, "signal").and_then(|s| s.dyn_into().ok());
@@ -252,6 +235,10 @@ impl Inner {
                 Some(t) => t.slice_batch(first, first + m),
                 None => initial_noise(seed, first, m, c, r),
             };
+            if let Engine::Gpu(g) = &mut self.engine {
+                // Compiling (and, on a new device, tuning) must be awaited in the browser.
+                g.prepare(m).await.map_err(js_err)?;
+            }
             self.backend()
                 .start(
                     &x,
@@ -371,7 +358,7 @@ impl Ddim {
                     .await
                     .ok_or_else(|| js_err("the browser refused a WebGPU adapter"))?,
             ),
-            "auto" => Gpu::adapter().await.filter(|a| !is_software(&a.get_info())),
+            "auto" => auto_adapter().await.ok(),
             other => {
                 return Err(js_err(format!(
                     "backend {other:?} (expected auto, gpu or cpu)"

@@ -9,7 +9,10 @@ use common::{
 };
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::Gpu;
-use ddim_webgpu::backend::gpu::{ConvKind, GpuBackend};
+use ddim_webgpu::backend::gpu::ops::conv::{variants, ConvShape, ConvVariant};
+use ddim_webgpu::backend::gpu::ops::tiles::{CONV_TILES, SPLITS};
+use ddim_webgpu::backend::gpu::tune::Tune;
+use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::{Backend, NoiseKey};
 use ddim_webgpu::model::config::ModelConfig;
 use ddim_webgpu::model::unet::Param;
@@ -70,7 +73,7 @@ fn twin_with(
     op: Op,
     n: usize,
     tol: f32,
-    conv: Option<ConvKind>,
+    conv: Option<ConvVariant>,
     f16: bool,
 ) -> Gpu {
     let out = op.writes()[0];
@@ -130,9 +133,7 @@ fn twin_with(
         f16 && has_f16 && is_conv,
         "{what}: f16 weights"
     );
-    if let Some(k) = conv {
-        g.set_conv_kind(k);
-    }
+    g.set_conv(conv);
     let got = pollster::block_on(g.execute(n, &refs, out)).unwrap();
     // Compare only the channels the op wrote.
     let View { c_off, c, .. } = match op {
@@ -201,15 +202,34 @@ fn offset_conv(ci: usize, co: usize, h: usize, w: usize, k: usize, r: Resample) 
     (slots, op)
 }
 
+/// Every variant the tuner may pick for a conv of this shape on this adapter.
+fn offered(g: &Gpu, op: &Op, slots: &[Slot], n: usize) -> Vec<ConvVariant> {
+    let plan = Plan {
+        config: dummy_config(),
+        params: vec![],
+        slots: slots.to_vec(),
+        ops: vec![op.clone()],
+        input: 0,
+        temb: 0,
+        output: 0,
+    };
+    variants(&ConvShape::of(&plan, op, n).unwrap(), &g.limits)
+}
+
+/// Every kernel variant the tuner can choose, held to the CPU twin: on odd shapes, reading
+/// and writing at channel offsets with temb and a residual, and at batch 3, so that the
+/// GEMM's batch-folded columns cross image boundaries inside a tile. A faster wrong kernel
+/// must be impossible to pick.
 #[test]
-fn conv_kernel_matches_its_twin() {
+fn every_conv_variant_matches_its_twin() {
     let Some(mut g) = gpu() else { return };
+    let mut checked = 0;
     for &(ci, co, h, w) in &[
         (3, 32, 7, 5),
         (32, 64, 8, 8),
-        (64, 32, 6, 10),
-        (96, 33, 3, 4),
+        (96, 33, 6, 4),
         (5, 7, 1, 1),
+        (64, 130, 4, 4),
     ] {
         for &(k, r) in &[
             (3, Resample::None),
@@ -221,81 +241,64 @@ fn conv_kernel_matches_its_twin() {
                 continue;
             }
             let (slots, op) = offset_conv(ci, co, h, w, k, r);
-            let out = slots[2];
-            g = twin(
-                g,
-                &format!("conv {ci}->{co} {h}x{w} k{k} {r:?}"),
-                slots,
-                vec![vec![co, ci, k, k], vec![co]],
-                op,
-                3,
-                1e-5,
-            );
-            let plain = Op::Conv {
-                x: View {
-                    slot: 0,
-                    c_off: 0,
-                    c: ci,
-                },
-                y: View {
-                    slot: 1,
-                    c_off: 0,
-                    c: co,
-                },
-                w: 0,
-                b: 1,
-                k,
-                resample: r,
-                temb: None,
-                residual: None,
-            };
-            g = twin(
-                g,
-                &format!("plain conv {ci}->{co} {h}x{w} k{k} {r:?}"),
-                vec![map(ci, h, w), out],
-                vec![vec![co, ci, k, k], vec![co]],
-                plain,
-                2,
-                1e-5,
-            );
-        }
-    }
-}
-
-/// The workgroup-tiled conv is the default on hardware GPUs; hold it to the same twin here,
-/// on shapes that leave partial 64×64 tiles and K slices.
-#[test]
-fn tiled_conv_kernel_matches_its_twin() {
-    let Some(mut g) = gpu() else { return };
-    for &(ci, co, h, w) in &[(3, 32, 7, 5), (64, 96, 8, 8), (96, 33, 6, 4)] {
-        for &(k, r) in &[
-            (3, Resample::None),
-            (1, Resample::None),
-            (3, Resample::Down),
-            (3, Resample::Up),
-        ] {
-            if r == Resample::Down && (h % 2 == 1 || w % 2 == 1) {
-                continue;
+            let n = 3;
+            let all = offered(&g, &op, &slots, n);
+            assert!(all.len() > 1, "only {all:?} offered");
+            for v in all {
+                let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} {}", v.name());
+                let params = vec![vec![co, ci, k, k], vec![co]];
+                let op = op.clone();
+                g = twin_with(g, &what, slots.clone(), params, op, n, 1e-5, Some(v), false);
+                checked += 1;
             }
-            let (slots, op) = offset_conv(ci, co, h, w, k, r);
-            let what = format!("tiled conv {ci}->{co} {h}x{w} k{k} {r:?}");
-            let params = vec![vec![co, ci, k, k], vec![co]];
-            g = twin_with(
-                g,
-                &what,
-                slots,
-                params,
-                op,
-                2,
-                1e-5,
-                Some(ConvKind::Tiled),
-                false,
-            );
         }
+    }
+    eprintln!("{checked} conv cases");
+}
+
+/// A plain conv (no offsets, temb or residual) with the adapter's default kernel.
+#[test]
+fn plain_conv_matches_its_twin() {
+    let Some(mut g) = gpu() else { return };
+    for &(ci, co, h, w, k, r) in &[
+        (3, 32, 7, 5, 3, Resample::None),
+        (64, 32, 6, 10, 1, Resample::None),
+        (32, 64, 8, 8, 3, Resample::Down),
+        (33, 17, 3, 4, 3, Resample::Up),
+    ] {
+        // Slot 2 of the offset case has the output's size.
+        let (slots, _) = offset_conv(ci, co, h, w, k, r);
+        let plain = Op::Conv {
+            x: View {
+                slot: 0,
+                c_off: 0,
+                c: ci,
+            },
+            y: View {
+                slot: 1,
+                c_off: 0,
+                c: co,
+            },
+            w: 0,
+            b: 1,
+            k,
+            resample: r,
+            temb: None,
+            residual: None,
+        };
+        g = twin(
+            g,
+            &format!("plain conv {ci}->{co} {h}x{w} k{k} {r:?}"),
+            vec![map(ci, h, w), slots[2]],
+            vec![vec![co, ci, k, k], vec![co]],
+            plain,
+            2,
+            1e-5,
+        );
     }
 }
 
-/// With shader-f16 and weights that are exact f16 values, both convs read f16 weights.
+/// With shader-f16 and weights that are exact f16 values, the convs read f16 weights.
 #[test]
 fn f16_conv_weights_match_the_twin() {
     let Some(mut g) = gpu() else { return };
@@ -303,7 +306,18 @@ fn f16_conv_weights_match_the_twin() {
         eprintln!("skipped: the adapter has no shader-f16");
         return;
     }
-    for kind in [ConvKind::Direct, ConvKind::Tiled] {
+    let kinds = [
+        ConvVariant::Direct,
+        ConvVariant::Gemm {
+            tile: CONV_TILES[0],
+            split: 1,
+        },
+        ConvVariant::Gemm {
+            tile: CONV_TILES[5],
+            split: SPLITS[1],
+        },
+    ];
+    for kind in kinds {
         for &(ci, co, h, w, k, r) in &[
             (3, 32, 7, 5, 3, Resample::None),
             (33, 17, 6, 4, 3, Resample::Down),
@@ -311,7 +325,10 @@ fn f16_conv_weights_match_the_twin() {
             (5, 7, 3, 3, 1, Resample::None),
         ] {
             let (slots, op) = offset_conv(ci, co, h, w, k, r);
-            let what = format!("f16 {kind:?} conv {ci}->{co} {h}x{w} k{k} {r:?}");
+            if !offered(&g, &op, &slots, 2).contains(&kind) {
+                continue;
+            }
+            let what = format!("f16 conv {ci}->{co} {h}x{w} k{k} {r:?} {}", kind.name());
             let params = vec![vec![co, ci, k, k], vec![co]];
             g = twin_with(g, &what, slots, params, op, 2, 1e-5, Some(kind), true);
         }
@@ -484,9 +501,13 @@ fn gpu_matches_pytorch_on_the_fixtures() {
         ))
         .unwrap();
         let x = get(&r, "x");
-        // Both convolution kernels, whichever this adapter defaults to.
-        for kind in [ConvKind::Tiled, ConvKind::Direct] {
-            be.set_conv_kind(kind);
+        // The adapter's default, the direct kernel and a tiled GEMM with split-K.
+        let gemm = ConvVariant::Gemm {
+            tile: CONV_TILES[5],
+            split: 2,
+        };
+        for kind in [None, Some(ConvVariant::Direct), Some(gemm)] {
+            be.set_conv(kind);
             for (key, t) in [
                 ("eps_t0", [0.0, 0.0]),
                 ("eps_t999", [999.0, 999.0]),
@@ -646,4 +667,109 @@ fn cifar10_sized_model_matches_the_cpu() {
         &want,
         1e-4,
     );
+}
+
+/// The tuner on a one-conv plan: it times every offered variant once, stores the fastest,
+/// reuses a stored choice without timing (even one written by hand), and never trusts a
+/// corrupt or foreign cache file: it warns, re-tunes and replaces the file.
+#[test]
+fn tuner_keeps_its_choices_and_distrusts_bad_caches() {
+    let Some(mut g) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("ddim-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("tune.json");
+    let (slots, op) = offset_conv(32, 48, 8, 6, 3, Resample::None);
+    let n = 2;
+    let offered = offered(&g, &op, &slots, n);
+    let plan = Plan {
+        config: dummy_config(),
+        params: vec![
+            Param {
+                name: "conv.weight".into(),
+                shape: vec![48, 32, 3, 3],
+            },
+            Param {
+                name: "conv.bias".into(),
+                shape: vec![48],
+            },
+        ],
+        slots: slots.clone(),
+        ops: vec![op.clone()],
+        input: 0,
+        temb: 0,
+        output: 3,
+    };
+    let weights = vec![
+        Tensor::new(vec![48, 32, 3, 3], randn(6, 1, 48 * 32 * 9)).unwrap(),
+        Tensor::new(vec![48], randn(6, 2, 48)).unwrap(),
+    ];
+    let inputs: Vec<(usize, Vec<f32>)> = op
+        .reads()
+        .into_iter()
+        .map(|s| (s, randn(7, s as u32, slots[s].len() * n)))
+        .collect();
+    let refs: Vec<(usize, &[f32])> = inputs.iter().map(|(s, v)| (*s, v.as_slice())).collect();
+    let want = CpuBackend::with_plan(plan.clone(), weights.clone()).execute(n, &refs, 3);
+    // (how the choice was made, its variant, variants timed, warnings), after one forward.
+    let run = |g: Gpu| -> (Gpu, &'static str, ConvVariant, usize, Vec<String>) {
+        let mut be = pollster::block_on(GpuBackend::with_plan(g, plan.clone(), &weights)).unwrap();
+        be.set_tuning(Tune::Quick, Some(cache.clone()));
+        let got = pollster::block_on(be.execute(n, &refs, 3)).unwrap();
+        let e = max_rel(&got, &want);
+        assert!(e <= 1e-5, "tuned conv: rel err {e:e}");
+        let c = be.choices()[0].clone();
+        let (timed, warnings) = (be.variants_timed(), be.take_warnings());
+        (be.into_gpu(), c.how, c.variant, timed, warnings)
+    };
+    let stored = |cache: &std::path::Path| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(cache).unwrap()).unwrap();
+        let e = v["entries"].as_object().unwrap();
+        assert_eq!(e.len(), 1, "{v}");
+        let (k, val) = e.iter().next().unwrap();
+        (k.clone(), val.as_str().unwrap().to_string())
+    };
+
+    let (g1, how, tuned, timed, warnings) = run(g);
+    g = g1;
+    assert_eq!((how, timed), ("tuned", offered.len()), "{warnings:?}");
+    let (key, name) = stored(&cache);
+    assert_eq!(name, tuned.name());
+
+    let (g1, how, v, timed, _) = run(g);
+    g = g1;
+    assert_eq!((how, v, timed), ("cached", tuned, 0));
+
+    // A choice written by hand is obeyed as it is, untimed.
+    let other = *offered.iter().find(|v| **v != tuned).unwrap();
+    let file = serde_json::json!({"ddim_webgpu_tune": 1, "entries": {key.clone(): other.name()}});
+    std::fs::write(&cache, file.to_string()).unwrap();
+    let (g1, how, v, timed, _) = run(g);
+    g = g1;
+    assert_eq!((how, v, timed), ("cached", other, 0));
+
+    for (bad, says) in [
+        ("{ not json".to_string(), "not a tune cache"),
+        (
+            serde_json::json!({"ddim_webgpu_tune": 99, "entries": {key.clone(): other.name()}})
+                .to_string(),
+            "format 99",
+        ),
+        (
+            serde_json::json!({"ddim_webgpu_tune": 1, "entries": {key.clone(): "gemm 7x7x7/7x7"}})
+                .to_string(),
+            "not a variant this build offers",
+        ),
+    ] {
+        std::fs::write(&cache, bad).unwrap();
+        let (g1, how, _, timed, warnings) = run(g);
+        g = g1;
+        assert_eq!((how, timed), ("tuned", offered.len()), "{says}");
+        assert!(
+            warnings.iter().any(|w| w.contains(says)),
+            "{says}: {warnings:?}"
+        );
+        assert_eq!(stored(&cache).0, key, "{says}: the file is replaced");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,4 +38,10 @@ pub trait Backend {
 
     /// The x0 predicted by the last step.
     fn x0(&mut self) -> Result<Tensor>;
+
+    /// What the backend has to tell the user since the last call (the GPU tuner's work
+    /// and any trouble with its cache).
+    fn notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }

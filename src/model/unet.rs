@@ -42,7 +42,7 @@ pub struct View {
     pub c: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resample {
     /// Same size (3×3 pad 1, or 1×1).
     None,

@@ -15,6 +15,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// The first error wgpu reported outside an error scope, or the device-lost reason.
     errors: Arc<Mutex<Option<String>>>,
+    /// Compiled pipelines (see pipelines.rs).
+    pub(super) pipelines: Mutex<super::pipelines::Pipelines>,
 }
 
 /// Software adapters (lavapipe, SwiftShader, WARP) are far slower than our CPU backend.
@@ -43,6 +45,19 @@ pub async fn adapters() -> Vec<(wgpu::AdapterInfo, wgpu::Limits, wgpu::Features)
         .into_iter()
         .map(|a| (a.get_info(), a.limits(), a.features()))
         .collect()
+}
+
+/// The adapter `auto` runs on: a hardware GPU, or why there is none. A software adapter
+/// counts as none: it is far slower than the CPU backend. The CLI and the web module share
+/// this rule.
+pub async fn auto_adapter() -> std::result::Result<wgpu::Adapter, String> {
+    match Gpu::adapter().await {
+        None => Err("no GPU adapter".into()),
+        Some(a) if is_software(&a.get_info()) => {
+            Err(format!("{} is a software adapter", describe(&a.get_info())))
+        }
+        Some(a) => Ok(a),
+    }
 }
 
 impl Gpu {
@@ -76,6 +91,8 @@ impl Gpu {
         limits.max_compute_invocations_per_workgroup =
             256.min(have.max_compute_invocations_per_workgroup);
         limits.max_compute_workgroup_size_x = 256.min(have.max_compute_workgroup_size_x);
+        // Larger GEMM tiles need more than WebGPU's default 16 KiB; ask for what is there.
+        limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size;
         let optional = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & optional;
         let (device, queue) = adapter
@@ -108,6 +125,7 @@ impl Gpu {
             limits,
             features,
             errors,
+            pipelines: Default::default(),
         })
     }
 

@@ -1,18 +1,48 @@
-//! Where the time goes: one forward pass with a GPU timestamp around every dispatch, summed
-//! per kernel family. Needs the optional `timestamp-query` feature.
+//! Where the time goes: one forward pass with a GPU timestamp around every dispatch, per
+//! layer (with the kernel variant that ran it) and summed per kernel family. Needs the
+//! optional `timestamp-query` feature.
 
-use super::GpuBackend;
+use super::{encode, GpuBackend};
 use crate::error::{Error, Result};
-use crate::model::unet::timestep_embedding;
 use crate::tensor::Tensor;
 
-/// Time and work of one kernel family over a forward pass.
+/// Time and work of one dispatch, or of a kernel family summed over a forward pass.
 #[derive(Clone, Debug, PartialEq)]
-pub struct KernelTime {
-    pub label: &'static str,
+pub struct LayerTime {
+    pub family: &'static str,
+    pub layer: String,
+    pub variant: String,
     pub dispatches: usize,
     pub ms: f64,
     pub gflop: f64,
+}
+
+impl LayerTime {
+    pub fn gflops(&self) -> Option<f64> {
+        (self.gflop > 0.0 && self.ms > 0.0).then(|| self.gflop / (self.ms / 1e3))
+    }
+}
+
+/// Per-family totals of a per-dispatch profile, largest first.
+pub fn by_family(layers: &[LayerTime]) -> Vec<LayerTime> {
+    let mut fams: Vec<LayerTime> = Vec::new();
+    for l in layers {
+        match fams.iter_mut().find(|f| f.family == l.family) {
+            Some(f) => {
+                f.dispatches += 1;
+                f.ms += l.ms;
+                f.gflop += l.gflop;
+            }
+            None => fams.push(LayerTime {
+                layer: String::new(),
+                variant: String::new(),
+                dispatches: 1,
+                ..l.clone()
+            }),
+        }
+    }
+    fams.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    fams
 }
 
 impl GpuBackend {
@@ -20,8 +50,8 @@ impl GpuBackend {
         self.gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// One timed forward pass; families sorted by time, largest first.
-    pub async fn profile(&mut self, x: &Tensor, t: &[f32]) -> Result<Vec<KernelTime>> {
+    /// One timed forward pass: every dispatch in plan order (use `by_family` for totals).
+    pub async fn profile(&mut self, x: &Tensor, t: &[f32]) -> Result<Vec<LayerTime>> {
         if !self.can_profile() {
             return Err(Error::Backend(format!(
                 "{} has no timestamp-query feature",
@@ -30,12 +60,8 @@ impl GpuBackend {
         }
         self.flush()?;
         let n = t.len();
-        self.ensure(n)?;
-        let ch = self.plan.config.ch;
-        let temb: Vec<f32> = t
-            .iter()
-            .flat_map(|&ti| timestep_embedding(ti, ch))
-            .collect();
+        self.prepare(n).await?;
+        let temb = self.temb(t.iter().copied());
         let b = self.batch.as_ref().expect("batch prepared");
         let q = &self.gpu.queue;
         q.write_buffer(
@@ -48,61 +74,19 @@ impl GpuBackend {
             0,
             bytemuck::cast_slice(&temb),
         );
-        let count = 2 * b.ops.len() as u32;
-        let d = &self.gpu.device;
-        let set = d.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolved = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let mut enc = d.create_command_encoder(&Default::default());
-        for (i, op) in b.ops.iter().enumerate() {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(op.label),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &set,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                }),
-            });
-            pass.set_pipeline(&(op.kernel)(&self.kernels).pipeline);
-            pass.set_bind_group(0, &op.bind, &[]);
-            pass.dispatch_workgroups(op.groups[0], op.groups[1], op.groups[2]);
-        }
-        enc.resolve_query_set(&set, 0..count, &resolved, 0);
-        q.submit([enc.finish()]);
-        // Timestamps are u64; read them as pairs of u32 words.
-        let words = self.gpu.read(&resolved, count as u64 * 8).await?;
-        let ticks: Vec<u64> = words
-            .chunks_exact(2)
-            .map(|w| w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
-            .collect();
-        let period = q.get_timestamp_period() as f64;
-        let mut fams: Vec<KernelTime> = Vec::new();
-        for (i, op) in b.ops.iter().enumerate() {
-            let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1e6;
-            let gflop = op.flops as f64 * n as f64 / 1e9;
-            match fams.iter_mut().find(|f| f.label == op.label) {
-                Some(f) => {
-                    f.dispatches += 1;
-                    f.ms += ms;
-                    f.gflop += gflop;
-                }
-                None => fams.push(KernelTime {
-                    label: op.label,
-                    dispatches: 1,
-                    ms,
-                    gflop,
-                }),
-            }
-        }
-        fams.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        Ok(fams)
+        let groups: Vec<&[super::ops::Dispatch]> = b.ops.iter().map(std::slice::from_ref).collect();
+        let ms = encode::time(&self.gpu, &groups, 0, 1).await?;
+        Ok(b.ops
+            .iter()
+            .zip(ms)
+            .map(|(d, ms)| LayerTime {
+                family: d.family,
+                layer: d.layer.clone(),
+                variant: d.variant.clone(),
+                dispatches: 1,
+                ms,
+                gflop: d.flops as f64 / 1e9,
+            })
+            .collect())
     }
 }

@@ -2,10 +2,13 @@
 //! and GPU backends and (with --torch) PyTorch's CPU eager mode, all in one run with ratios.
 //! With --profile, the GPU's per-kernel time table from timestamp queries.
 
+use crate::common;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::backend::cpu::CpuBackend;
-use ddim_webgpu::backend::gpu::{ConvKind, GpuBackend};
+use ddim_webgpu::backend::gpu::ops::conv::{ConvShape, ConvVariant};
+use ddim_webgpu::backend::gpu::tune::{self, Tune};
+use ddim_webgpu::backend::gpu::{by_family, GpuBackend, LayerTime};
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::model::{parse_config, random_model, Model};
 use ddim_webgpu::sampler::{self, initial_noise, Job};
@@ -42,10 +45,15 @@ pub struct Args {
     /// Print the GPU's per-kernel time (needs timestamp-query).
     #[arg(long)]
     profile: bool,
-    /// GPU convolution kernel: tiled (workgroup memory) or direct (registers only).
-    /// Default: tiled on hardware GPUs, direct on software adapters.
+    /// GPU convolution kernel for every layer that can run it: direct (registers only) or a
+    /// GEMM variant as the profile names it ("gemm 64x64x16/4x4 split 2"). Default: the
+    /// tuner's (or, untuned, the default) choice per layer.
     #[arg(long)]
     conv: Option<String>,
+    /// GPU kernel tuning: off, quick or full (default: $DDIM_TUNE, else quick on hardware
+    /// GPUs, off on software adapters).
+    #[arg(long)]
+    tune: Option<String>,
     /// One JSON line per measurement instead of text.
     #[arg(long)]
     json: bool,
@@ -116,12 +124,28 @@ fn host_cost(model: &Model, n: usize, steps: usize, a: &Args) -> Result<()> {
 
 fn gpu_backend(model: &Model, a: &Args) -> Result<GpuBackend> {
     let mut g = GpuBackend::new(model)?;
+    if let Some(t) = &a.tune {
+        g.set_tuning(t.parse::<Tune>()?, tune::default_path());
+    }
     match a.conv.as_deref() {
         None => {}
-        Some("tiled") => g.set_conv_kind(ConvKind::Tiled),
-        Some("direct") => g.set_conv_kind(ConvKind::Direct),
-        Some(o) => {
-            return Err(Error::invalid("conv", format!("{o:?} (expected tiled or direct)")).into())
+        Some("direct") => g.set_conv(Some(ConvVariant::Direct)),
+        Some(name) => {
+            // Any variant some layer of this model offers, by its profile name.
+            let v = model
+                .plan
+                .ops
+                .iter()
+                .filter_map(|op| ConvShape::of(&model.plan, op, 1))
+                .flat_map(|s| g.conv_variants(&s))
+                .find(|v| v.name() == name)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "conv",
+                        format!("{name:?} (expected direct or a variant the profile names)"),
+                    )
+                })?;
+            g.set_conv(Some(v));
         }
     }
     Ok(g)
@@ -195,52 +219,7 @@ pub fn run(a: Args) -> Result<()> {
             report(&a, rows.last().unwrap(), gflop_per_image);
         }
         if a.profile && name == "gpu" {
-            let mut g = gpu_backend(&model, &a)?;
-            let n = a.batch[0].min(g.max_batch());
-            let (c, r) = (
-                model.config.model.in_channels,
-                model.config.model.resolution,
-            );
-            let x = initial_noise(1, 0, n, c, r);
-            pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
-            let fams = pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
-            let total: f64 = fams.iter().map(|f| f.ms).sum();
-            println!("\nGPU kernel profile, batch {n} ({}):", g.describe());
-            println!(
-                "{:<22} {:>6} {:>10} {:>7} {:>10}",
-                "kernel", "calls", "ms", "share", "GFLOP/s"
-            );
-            for f in &fams {
-                let rate = if f.gflop > 0.0 {
-                    format!("{:.1}", f.gflop / (f.ms / 1e3))
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "{:<22} {:>6} {:>10.2} {:>6.1}% {:>10}",
-                    f.label,
-                    f.dispatches,
-                    f.ms,
-                    100.0 * f.ms / total,
-                    rate
-                );
-            }
-            let conv: Vec<_> = fams
-                .iter()
-                .filter(|f| f.label.starts_with("conv"))
-                .collect();
-            let (cg, cm): (f64, f64) = conv
-                .iter()
-                .fold((0.0, 0.0), |(g, m), f| (g + f.gflop, m + f.ms));
-            println!(
-                "{:<22} {:>6} {:>10.2} {:>7} {:>10.1}",
-                "all convolutions",
-                "",
-                cm,
-                "",
-                cg / (cm / 1e3)
-            );
-            println!("{:<22} {:>6} {:>10.2}", "total (GPU time)", "", total);
+            profile(&model, &a)?;
         }
     }
     if let Some(py) = &a.torch {
@@ -295,4 +274,76 @@ fn report(a: &Args, r: &Row, gflop_per_image: f64) {
         "{:<50} batch {:>3}: forward {:>9.1} ms ({:.1} GFLOP/s){sample}",
         r.backend, r.batch, r.forward_ms, rate
     );
+}
+
+/// The GPU's time per kernel family and per layer (with the kernel that ran it), from
+/// timestamp queries, and the tuner's choice for each convolution shape.
+fn profile(model: &Model, a: &Args) -> Result<()> {
+    let mut g = gpu_backend(model, a)?;
+    let n = a.batch[0].min(g.max_batch());
+    let (c, r) = (
+        model.config.model.in_channels,
+        model.config.model.resolution,
+    );
+    let x = initial_noise(1, 0, n, c, r);
+    pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
+    let layers = pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
+    let fams = by_family(&layers);
+    let total: f64 = fams.iter().map(|f| f.ms).sum();
+    let rate = |l: &LayerTime| l.gflops().map_or("-".into(), |r| format!("{r:.1}"));
+    println!("\nGPU kernel profile, batch {n} ({}):", g.describe());
+    println!(
+        "{:<22} {:>6} {:>10} {:>7} {:>10}",
+        "kernel", "calls", "ms", "share", "GFLOP/s"
+    );
+    for f in &fams {
+        println!(
+            "{:<22} {:>6} {:>10.3} {:>6.1}% {:>10}",
+            f.family,
+            f.dispatches,
+            f.ms,
+            100.0 * f.ms / total,
+            rate(f)
+        );
+    }
+    let (cg, cm) = fams
+        .iter()
+        .filter(|f| f.family.starts_with("conv"))
+        .fold((0.0, 0.0), |(g, m), f| (g + f.gflop, m + f.ms));
+    println!(
+        "{:<22} {:>6} {:>10.3} {:>7} {:>10.1}",
+        "all convolutions",
+        "",
+        cm,
+        "",
+        cg / (cm / 1e3)
+    );
+    println!("{:<22} {:>6} {:>10.3}", "total (GPU time)", "", total);
+    println!("\nper layer (batch {n}):");
+    println!(
+        "{:<34} {:<20} {:<30} {:>9} {:>9}",
+        "layer", "kernel", "variant", "ms", "GFLOP/s"
+    );
+    for l in &layers {
+        println!(
+            "{:<34} {:<20} {:<30} {:>9.3} {:>9}",
+            l.layer,
+            l.family,
+            l.variant,
+            l.ms,
+            rate(l)
+        );
+    }
+    println!("\nconvolution kernels chosen (batch {n}):");
+    for ch in g.choices() {
+        let ms = ch.ms.map_or(String::new(), |m| format!(", {m:.3} ms"));
+        println!(
+            "  {:<40} {} ({}{ms})",
+            ch.shape.key(),
+            ch.variant.name(),
+            ch.how
+        );
+    }
+    common::print_notes(&mut g);
+    Ok(())
 }

@@ -4,11 +4,13 @@ use crate::builtin;
 use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
 use ddim_webgpu::backend::cpu::CpuBackend;
-use ddim_webgpu::backend::gpu::device::{describe, is_software, Gpu};
+use ddim_webgpu::backend::gpu::device::auto_adapter;
+use ddim_webgpu::backend::gpu::tune::{self, Tune};
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::model::{load_model, Model};
-use ddim_webgpu::schedule::{self, FinalAlpha, Prediction, Sampler, Skip, StepCoeffs, StepOptions};
+use ddim_webgpu::sampler::{resolve, StepRequest};
+use ddim_webgpu::schedule::StepCoeffs;
 use ddim_webgpu::Error;
 use std::path::PathBuf;
 
@@ -25,6 +27,11 @@ pub struct ModelArgs {
     /// Compute backend; auto picks a GPU when one exists, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
+    /// GPU kernel tuning: off (fixed defaults), quick or full. The first run of a model on a
+    /// device times each convolution's kernel variants and caches the fastest. Default:
+    /// $DDIM_TUNE, else quick on hardware GPUs and off on software adapters.
+    #[arg(long)]
+    pub tune: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -80,50 +87,57 @@ pub fn load(args: &ModelArgs) -> Result<Model> {
     }
 }
 
-/// The backend to run on. `auto` takes a hardware GPU when there is one; a software adapter
-/// (lavapipe, SwiftShader, WARP) is slower than our CPU backend, so it counts as none.
-pub fn backend(kind: BackendKind, model: &Model) -> Result<Box<dyn Backend>> {
+/// The backend to run on. `auto` takes a hardware GPU when there is one (the library's
+/// `auto_adapter` rule, which the web module shares).
+pub fn backend(args: &ModelArgs, model: &Model) -> Result<Box<dyn Backend>> {
     let cpu = || -> Box<dyn Backend> { Box::new(CpuBackend::new(model)) };
-    match kind {
+    let tune: Option<Tune> = args.tune.as_deref().map(str::parse).transpose()?;
+    let gpu = |mut b: GpuBackend, how: &str| -> Box<dyn Backend> {
+        if let Some(t) = tune {
+            b.set_tuning(t, tune::default_path());
+        }
+        eprintln!("backend: {}{how}", b.describe());
+        Box::new(b)
+    };
+    match args.backend {
         BackendKind::Cpu => Ok(cpu()),
-        BackendKind::Gpu => {
-            let b = GpuBackend::new(model)?;
-            eprintln!("backend: {}", b.describe());
-            Ok(Box::new(b))
-        }
-        BackendKind::Auto => {
-            let why = match pollster::block_on(Gpu::adapter()) {
-                None => "no GPU adapter".to_string(),
-                Some(a) if is_software(&a.get_info()) => {
-                    format!("{} is a software adapter", describe(&a.get_info()))
-                }
-                Some(a) => {
-                    let b = GpuBackend::with_adapter(model, a)?;
-                    eprintln!("backend: {} (auto)", b.describe());
-                    return Ok(Box::new(b));
-                }
-            };
-            let b = cpu();
-            eprintln!("backend: {} (auto: {why})", b.describe());
-            Ok(b)
-        }
+        BackendKind::Gpu => Ok(gpu(GpuBackend::new(model)?, "")),
+        BackendKind::Auto => match pollster::block_on(auto_adapter()) {
+            Ok(a) => Ok(gpu(GpuBackend::with_adapter(model, a)?, " (auto)")),
+            Err(why) => {
+                let b = cpu();
+                eprintln!("backend: {} (auto: {why})", b.describe());
+                Ok(b)
+            }
+        },
+    }
+}
+
+/// Print what the backend has to say (the tuner's work, trouble with its cache).
+pub fn print_notes(be: &mut dyn Backend) {
+    for n in be.notes() {
+        eprintln!("{n}");
     }
 }
 
 /// The timesteps (sampling order) and the coefficient table for these arguments.
 pub fn table(model: &Model, s: &StepArgs) -> Result<(Vec<i64>, Vec<StepCoeffs>)> {
     let d = &model.config.diffusion;
-    let sched = d.schedule()?;
-    let skip: Skip = match &s.skip {
-        Some(k) => k.parse()?,
-        None => d.skip.unwrap_or(Skip::Uniform),
+    let req = StepRequest {
+        steps: s.steps,
+        skip: s.skip.clone(),
+        steps_offset: s.steps_offset,
+        eta: s.eta,
+        sampler: Some(s.sampler.clone()),
+        clip: match (s.clip, s.no_clip) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        prediction: s.prediction.clone(),
+        final_alpha: s.final_alpha.clone(),
     };
-    let seq = schedule::timesteps(
-        skip,
-        d.num_timesteps,
-        s.steps,
-        s.steps_offset.unwrap_or(d.steps_offset),
-    )?;
+    let (skip, seq, table) = resolve(d, &req)?;
     if seq.len() != s.steps {
         eprintln!(
             "warning: --skip {skip} with {} steps out of {} gives {} steps (the official range(0, T, T//S))",
@@ -132,23 +146,5 @@ pub fn table(model: &Model, s: &StepArgs) -> Result<(Vec<i64>, Vec<StepCoeffs>)>
             seq.len()
         );
     }
-    let opt = StepOptions {
-        sampler: s.sampler.parse::<Sampler>()?,
-        eta: s.eta,
-        prediction: match &s.prediction {
-            Some(p) => p.parse::<Prediction>()?,
-            None => d.prediction,
-        },
-        clip: match (s.clip, s.no_clip) {
-            (true, _) => Some(1.0),
-            (_, true) => None,
-            _ => d.clip_sample,
-        },
-        final_alpha: match &s.final_alpha {
-            Some(f) => f.parse::<FinalAlpha>()?,
-            None => d.final_alpha,
-        },
-    };
-    let table = schedule::step_table(&sched, &seq, &opt)?;
     Ok((seq, table))
 }

@@ -264,7 +264,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         .into());
     }
-    let mut backend = common::backend(a.model.backend, &model)?;
+    let mut backend = common::backend(&a.model, &model)?;
     let mut store = match &a.work {
         Some(d) => Some(Store::open(
             d,

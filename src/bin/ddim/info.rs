@@ -61,6 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         model: a.model,
         config: a.config,
         backend: BackendKind::Cpu,
+        tune: None,
     })?;
     let c = &m.config.model;
     let d = &m.config.diffusion;

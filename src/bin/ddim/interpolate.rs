@@ -44,7 +44,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.batch == Some(0) {
         return Err(Error::invalid("batch", "must be at least 1").into());
     }
-    let mut backend = common::backend(a.model.backend, &model)?;
+    let mut backend = common::backend(&a.model, &model)?;
     let mut bar = Bar::new("interpolating");
     let job = Job {
         table: &table,

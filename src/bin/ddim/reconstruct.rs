@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<()> {
     s.eta = 0.0;
     let (seq, table) = common::table(&model, &s)?;
     let sched = model.config.diffusion.schedule()?;
-    let mut backend = common::backend(a.model.backend, &model)?;
+    let mut backend = common::backend(&a.model, &model)?;
     let mut bar = Bar::new("encoding");
     let xt = invert(backend.as_mut(), &sched, &seq, &x0, &mut |p| {
         bar.update(p.done, p.total);

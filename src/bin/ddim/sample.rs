@@ -80,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let n = init.as_ref().map_or(a.n.unwrap_or(16), |t| t.shape[0]);
     output::check_channels(kind, c)?;
-    let mut backend = common::backend(a.model.backend, &model)?;
+    let mut backend = common::backend(&a.model, &model)?;
     // A folder is written batch by batch, so by default a batch is what the backend holds.
     let batch = a.batch.unwrap_or(backend.max_batch()).max(1);
     let first = if kind == Kind::Dir {
@@ -141,6 +141,7 @@ pub fn run(a: Args) -> Result<()> {
             .collect();
         write_sequence(s, &per_step)?;
     }
+    common::print_notes(backend.as_mut());
     let secs = bar.seconds();
     eprintln!(
         "wrote {}: {} samples, {} steps ({} .. {}), {:.1} s ({:.0} ms/step)",
