@@ -20,7 +20,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 enum Engine {
-    Cpu(CpuBackend),
+    Cpu(Box<CpuBackend>),
     Gpu(Box<GpuBackend>),
 }
 
@@ -195,7 +195,7 @@ impl Inner {
 
     fn backend(&mut self) -> &mut dyn Backend {
         match &mut self.engine {
-            Engine::Cpu(b) => b,
+            Engine::Cpu(b) => b.as_mut(),
             Engine::Gpu(b) => b.as_mut(),
         }
     }
@@ -215,6 +215,7 @@ impl Inner {
         o: &JsValue,
         init: Option<Tensor>,
         seed: u64,
+        first_sample: usize,
         n: usize,
     ) -> Result<JsValue, JsValue> {
         let table = step_options(o, &self.model)?;
@@ -233,7 +234,7 @@ impl Inner {
             let m = batch.min(n - first);
             let x = match &init {
                 Some(t) => t.slice_batch(first, first + m),
-                None => initial_noise(seed, first, m, c, r),
+                None => initial_noise(seed, first_sample + first, m, c, r),
             };
             if let Engine::Gpu(g) = &mut self.engine {
                 // Compiling (and, on a new device, tuning) must be awaited in the browser.
@@ -245,7 +246,7 @@ impl Inner {
                     &table,
                     NoiseKey {
                         seed,
-                        first_sample: first,
+                        first_sample: first_sample + first,
                     },
                 )
                 .map_err(js_err)?;
@@ -376,7 +377,7 @@ impl Ddim {
                 )
             }
             None => (
-                Engine::Cpu(CpuBackend::new(&model)),
+                Engine::Cpu(Box::new(CpuBackend::new(&model))),
                 "CPU (wasm)".to_string(),
             ),
         };
@@ -389,7 +390,7 @@ impl Ddim {
         })
     }
 
-    /// { adapter, backend, params, resolution, channels }
+    /// { adapter, backend, params, resolution, channels, gpuBytes, simd }
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let guard = self
             .inner
@@ -426,10 +427,15 @@ impl Ddim {
             Engine::Cpu(_) => 0.0,
         };
         Reflect::set(&o, &"gpuBytes".into(), &bytes.into())?;
+        // The CPU fallback's GEMM runs SIMD128 kernels only when built for them.
+        let simd = cfg!(target_feature = "simd128") && gemm::get_wasm_simd128();
+        Reflect::set(&o, &"simd".into(), &simd.into())?;
         Ok(o.into())
     }
 
-    /// Sample: { steps, eta, skip, seed, n, clip, sampler, onStep, previewEvery, signal }.
+    /// Sample: { steps, eta, skip, seed, n, first, clip, sampler, onStep, previewEvery,
+    /// signal }. `first` numbers the samples from there (default 0): the noise is keyed by
+    /// sample index, so workers that split a batch by index make the very same images.
     // The borrow is held across awaits on purpose: it is the lock that refuses a second
     // concurrent call (try_borrow_mut fails with "busy") instead of interleaving two runs.
     #[allow(clippy::await_holding_refcell_ref)]
@@ -439,7 +445,8 @@ impl Ddim {
             let mut me = lock(&inner)?;
             let n = images_count(&options, "n", 1)?;
             let seed = seed(&options, "seed", 0.0)?;
-            me.run(&options, None, seed as u64, n).await
+            let first = count(&options, "first", 0)?;
+            me.run(&options, None, seed as u64, first, n).await
         })
     }
 
@@ -456,7 +463,7 @@ impl Ddim {
                 me.model.config.model.resolution,
             );
             let z = interpolation_latents(a as u64, b as u64, frames, c, r).map_err(js_err)?;
-            me.run(&options, Some(z), a as u64, frames).await
+            me.run(&options, Some(z), a as u64, 0, frames).await
         })
     }
 }

@@ -15,7 +15,7 @@ use ddim_webgpu::backend::gpu::tune::Tune;
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::{Backend, NoiseKey};
 use ddim_webgpu::model::config::ModelConfig;
-use ddim_webgpu::model::unet::Param;
+use ddim_webgpu::model::Param;
 use ddim_webgpu::model::{load_model, random_model, Config, Model, Op, Plan, Resample, Slot, View};
 use ddim_webgpu::rng;
 use ddim_webgpu::sampler::{self, Job};

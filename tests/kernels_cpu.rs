@@ -5,10 +5,15 @@ mod common;
 
 use common::{max_rel, randn};
 use ddim_webgpu::backend::cpu::attention::{attention, attention_naive};
-use ddim_webgpu::backend::cpu::conv::{conv2d, conv2d_naive, out_size, Epilogue};
+use ddim_webgpu::backend::cpu::conv::{conv2d_batch, conv2d_naive, out_size, ConvJob, Epilogue};
+use ddim_webgpu::backend::cpu::conv_direct::{fits, pack};
 use ddim_webgpu::backend::cpu::group_norm::{group_norm, group_norm_naive};
 use ddim_webgpu::model::Resample;
 
+/// The batched conv against the plain twin: odd shapes, every mode, views at channel
+/// offsets inside wider slots (as the skip concatenation uses them), temb and a residual,
+/// and 3 images, so that column blocks cross image boundaries; on 1, 2 and 5 threads,
+/// which split the work into column blocks and channel ranges differently.
 #[test]
 fn conv_matches_its_twin() {
     let mut seed = 0;
@@ -18,6 +23,11 @@ fn conv_matches_its_twin() {
         (64, 32, 6, 10),
         (5, 7, 1, 1),
         (96, 33, 3, 4),
+        (256, 48, 4, 4),
+        // Rows of a vector and more (the direct kernel), with partial runs and tiles.
+        (13, 25, 5, 33),
+        (64, 64, 16, 16),
+        (40, 14, 9, 21),
     ] {
         for &(k, r) in &[
             (3, Resample::None),
@@ -29,26 +39,74 @@ fn conv_matches_its_twin() {
                 continue;
             }
             seed += 1;
-            let x = randn(99, seed, ci * h * w);
+            let n = 3;
+            let (ho, wo) = out_size(h, w, k, r);
+            // Input channels 2.. of a slot with ci + 2; output channels 3.. of co + 3.
+            let (xs, ys, rs) = ((ci + 2) * h * w, (co + 3) * ho * wo, (co + 1) * ho * wo);
+            let x = randn(99, seed, n * xs);
             let wt: Vec<f32> = randn(99, seed + 1000, co * ci * k * k)
                 .iter()
                 .map(|v| v / ((ci * k * k) as f32).sqrt())
                 .collect();
             let b = randn(99, seed + 2000, co);
-            let t = randn(99, seed + 3000, co);
-            let (ho, wo) = out_size(h, w, k, r);
-            let res = randn(99, seed + 4000, co * ho * wo);
-            for (temb, residual) in [(None, None), (Some(&t[..]), Some(&res[..]))] {
-                let ep = Epilogue {
+            let t = randn(99, seed + 3000, n * (co + 5));
+            let res = randn(99, seed + 4000, n * rs);
+            for with in [false, true] {
+                let mut slow = vec![0.0; n * ys];
+                for i in 0..n {
+                    let ep = Epilogue {
+                        bias: &b,
+                        temb: with.then(|| &t[i * (co + 5)..i * (co + 5) + co]),
+                        residual: with.then(|| &res[i * rs + ho * wo..][..co * ho * wo]),
+                    };
+                    let xi = &x[i * xs + 2 * h * w..][..ci * h * w];
+                    let yi = &mut slow[i * ys + 3 * ho * wo..][..co * ho * wo];
+                    conv2d_naive(xi, ci, h, w, &wt, k, r, &ep, yi);
+                }
+                let job = ConvJob {
+                    n,
+                    x: &x,
+                    x_stride: xs,
+                    x_off: 2 * h * w,
+                    ci,
+                    h,
+                    w,
+                    weight: &wt,
+                    k,
+                    r,
                     bias: &b,
-                    temb,
-                    residual,
+                    temb: with.then_some((&t[..], co + 5)),
+                    residual: with.then_some((&res[..], rs, ho * wo)),
+                    y_stride: ys,
+                    y_off: 3 * ho * wo,
+                    packed: None,
                 };
-                let (mut fast, mut slow) = (vec![0.0; co * ho * wo], vec![0.0; co * ho * wo]);
-                conv2d(&x, ci, h, w, &wt, k, r, &ep, &mut fast, false);
-                conv2d_naive(&x, ci, h, w, &wt, k, r, &ep, &mut slow);
-                let e = max_rel(&fast, &slow);
-                assert!(e < 1e-5, "conv {ci}->{co} {h}x{w} k{k} {r:?}: rel err {e}");
+                let packed = (k == 3).then(|| pack(&wt, co, ci));
+                // The im2col GEMM, and the direct kernel where the shape fits it.
+                let direct = ConvJob {
+                    packed: packed.as_ref(),
+                    ..job
+                };
+                let paths = if packed.is_some() && fits(&direct) {
+                    vec![("direct", &direct), ("im2col", &job)]
+                } else {
+                    vec![("im2col", &job)]
+                };
+                for (threads, (path, job)) in [1, 2, 5]
+                    .into_iter()
+                    .flat_map(|t| paths.iter().map(move |p| (t, *p)))
+                {
+                    let mut fast = vec![0.0; n * ys];
+                    conv2d_batch(job, &mut fast, threads);
+                    let e = max_rel(&fast, &slow);
+                    let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} epilogue {with}");
+                    assert!(e < 1e-5, "{what}, {path}, {threads} threads: rel err {e}");
+                    // Channels outside the view are never written.
+                    for i in 0..n {
+                        let outside = &fast[i * ys..i * ys + 3 * ho * wo];
+                        assert!(outside.iter().all(|&v| v == 0.0), "{what}: wrote outside");
+                    }
+                }
             }
         }
     }

@@ -20,6 +20,14 @@ if [ -x "$opt" ]; then
     --enable-sign-ext --enable-mutable-globals "$wasm" -o "$wasm.opt" && mv "$wasm.opt" "$wasm"
   echo "optimised with $opt"
 fi
+# The CPU fallback must run SIMD128 (see .cargo/config.toml and gemm's wasm-simd128-enable):
+# count the module's f32x4 instructions, when npm's binaryen is there to disassemble it.
+dis=${WASM_DIS:-node_modules/.bin/wasm-dis}
+if [ -x "$dis" ]; then
+  simd=$("$dis" "$wasm" | grep -c 'f32x4\.' || true)
+  echo "SIMD128: $simd f32x4 instructions"
+  [ "$simd" -gt 0 ] || { echo "the wasm module has no SIMD128 instructions" >&2; exit 1; }
+fi
 version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 cat > pkg/package.json <<JSON
 {

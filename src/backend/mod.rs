@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod profile;
 
 use crate::error::Result;
 use crate::schedule::StepCoeffs;

@@ -1,7 +1,7 @@
 //! From files (or bytes, in the browser) to a validated model.
 
 use super::config::{self, Config};
-use super::unet::Plan;
+use super::plan::Plan;
 use super::weights::{self, Weights};
 use crate::error::{Error, Result};
 use crate::safetensors;

@@ -2,7 +2,7 @@
 //! `module.` prefix of training checkpoints, or diffusers' UNet2DModel names; all become the
 //! official names, and every key and shape is checked against the plan before any compute.
 
-use super::unet::Plan;
+use super::plan::Plan;
 use crate::error::{Error, Result};
 use crate::safetensors::TensorFile;
 use crate::tensor::Tensor;

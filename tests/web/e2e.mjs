@@ -165,6 +165,27 @@ await test("without WebGPU the page falls back to the CPU and matches the CLI", 
   await b.close();
 });
 
+await test("the wasm CPU backend runs SIMD128, and samples split by index match the CLI", async () => {
+  const b = await chromium.launch({ executablePath: CHROME, args: base });
+  const page = await b.newPage();
+  await page.goto(`${URL_}/web/embed-example.html?backend=cpu&steps=3&seed=5&clip`);
+  const [s, msg] = await waitState(page, ["done", "error"]);
+  if (s !== "done") throw new Error(msg);
+  compare(await pixels(page, "body"), [ref[0]]);
+  const simd = await page.evaluate(() => document.body.dataset.simd);
+  if (simd !== "true") throw new Error(`info().simd is ${simd}: gemm runs its scalar kernels`);
+  // The second sample alone, numbered from 1, as one worker of a pool draws it.
+  const px = await page.evaluate(async () => {
+    const { Ddim } = await import("../pkg/ddim_webgpu.js");
+    const d = await Ddim.load("../models/emoji32.safetensors", undefined, { backend: "cpu" });
+    const { images } = await d.sample({ steps: 3, seed: 5, n: 1, first: 1, clip: true });
+    d.free();
+    return Array.from(images[0].data);
+  });
+  compare([px], [ref[1]]);
+  await b.close();
+});
+
 const passed = results.filter((r) => r[1]).length;
 console.log(`\n${passed} passed, ${results.length - passed} failed`);
 process.exit(passed === results.length ? 0 : 1);

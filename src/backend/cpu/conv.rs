@@ -1,15 +1,15 @@
-//! conv2d on the CPU: im2col then one GEMM per image. 3×3 (pad 1), 3×3 stride 2 with the
-//! official right/bottom-only padding, 3×3 over a nearest-×2 upsampled input (fused, so the
-//! upsampled map is never stored), and 1×1. Bias, a per-channel temb and a residual are
-//! written into the output first and the GEMM accumulates onto them.
+//! conv2d on the CPU, over a whole batch at once: the columns of the implicit GEMM (images
+//! × output pixels, folded) are cut into blocks whose im2col stays in cache, and each block
+//! (and, when blocks are few, each range of output channels) is an independent GEMM on one
+//! thread. So a single image uses every core, and the 8×8 and 4×4 layers of a batch make
+//! GEMMs long enough to run well. Bias, a per-channel temb and a residual are added as the
+//! product is written out. Modes: 3×3 (pad 1), 3×3 stride 2 with the official right/bottom
+//! padding, 3×3 over a nearest-×2 upsampled input (never stored), and 1×1 (read in place).
 
+use super::conv_direct::{self, Rows};
 use super::gemm::{matmul, Mat};
 use crate::model::Resample;
 use std::cell::RefCell;
-
-thread_local! {
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Output size of a conv over an h×w input.
 pub fn out_size(h: usize, w: usize, k: usize, r: Resample) -> (usize, usize) {
@@ -32,45 +32,6 @@ fn src(o: usize, t: usize, n: usize, r: Resample) -> Option<usize> {
     }
 }
 
-fn im2col(x: &[f32], ci: usize, h: usize, w: usize, r: Resample, cols: &mut [f32]) {
-    let (ho, wo) = out_size(h, w, 3, r);
-    let plane = ho * wo;
-    for c in 0..ci {
-        let xc = &x[c * h * w..(c + 1) * h * w];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &mut cols[(c * 9 + ky * 3 + kx) * plane..][..plane];
-                for oy in 0..ho {
-                    let dst = &mut row[oy * wo..(oy + 1) * wo];
-                    let Some(iy) = src(oy, ky, h, r) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let line = &xc[iy * w..(iy + 1) * w];
-                    if r == Resample::None {
-                        // The common case as three slice copies.
-                        match kx {
-                            0 => {
-                                dst[0] = 0.0;
-                                dst[1..].copy_from_slice(&line[..w - 1]);
-                            }
-                            1 => dst.copy_from_slice(line),
-                            _ => {
-                                dst[..w - 1].copy_from_slice(&line[1..]);
-                                dst[w - 1] = 0.0;
-                            }
-                        }
-                    } else {
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            *d = src(ox, kx, w, r).map_or(0.0, |ix| line[ix]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// What a conv adds to W·x besides nothing: bias, per-channel temb, residual map.
 pub struct Epilogue<'a> {
     pub bias: &'a [f32],
@@ -78,68 +39,271 @@ pub struct Epilogue<'a> {
     pub residual: Option<&'a [f32]>,
 }
 
-/// One image: x [ci, h, w] → y [co, ho, wo], weights [co, ci, k, k].
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    x: &[f32],
-    ci: usize,
-    h: usize,
-    w: usize,
-    weight: &[f32],
-    k: usize,
-    r: Resample,
-    ep: &Epilogue,
-    y: &mut [f32],
-    threaded: bool,
-) {
-    let co = ep.bias.len();
-    let (ho, wo) = out_size(h, w, k, r);
-    let plane = ho * wo;
-    for (c, yc) in y[..co * plane].chunks_mut(plane).enumerate() {
-        let v = ep.bias[c] + ep.temb.map_or(0.0, |t| t[c]);
-        match ep.residual {
-            Some(res) => {
-                for (o, &s) in yc.iter_mut().zip(&res[c * plane..(c + 1) * plane]) {
-                    *o = v + s;
+/// A convolution over a whole batch, where image i's input is `x[i·x_stride + x_off..]`
+/// [ci, h, w] and its output goes to `y[i·y_stride + y_off..]` [co, ho, wo] (the plan's
+/// channel-offset views). temb is (buffer, per-image stride); the residual (buffer, stride,
+/// offset).
+pub struct ConvJob<'a> {
+    pub n: usize,
+    pub x: &'a [f32],
+    pub x_stride: usize,
+    pub x_off: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub weight: &'a [f32],
+    pub k: usize,
+    pub r: Resample,
+    pub bias: &'a [f32],
+    pub temb: Option<(&'a [f32], usize)>,
+    pub residual: Option<(&'a [f32], usize, usize)>,
+    pub y_stride: usize,
+    pub y_off: usize,
+    /// The weight packed for the direct 3×3 kernel, where the layer fits it.
+    pub packed: Option<&'a conv_direct::Packed>,
+}
+
+/// Floats of one im2col block: with the GEMM's packed panels it stays in a core's L2.
+const BLOCK_FLOATS: usize = 96 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The direct kernel's padded input, kept by the thread that runs the layer.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The output, written by many work items at once: each writes its own (channel, column)
+/// cells, so the writes never overlap.
+struct Out {
+    ptr: *mut f32,
+    len: usize,
+}
+// SAFETY: every work item writes a disjoint set of cells (see conv2d_batch).
+unsafe impl Sync for Out {}
+
+impl Out {
+    // A method, so closures capture the whole (Sync) Out rather than its raw pointer.
+    fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+impl<'a> ConvJob<'a> {
+    fn out(&self) -> (usize, usize) {
+        out_size(self.h, self.w, self.k, self.r)
+    }
+
+    fn image(&self, i: usize) -> &'a [f32] {
+        &self.x[i * self.x_stride + self.x_off..][..self.ci * self.h * self.w]
+    }
+
+    /// Columns [c0, c1) of the batch-folded im2col matrix (row (c, ky, kx), column g =
+    /// pixel g % plane of image g / plane) into `cols` [ci·k·k][c1 − c0].
+    fn im2col(&self, c0: usize, c1: usize, cols: &mut [f32]) {
+        let (ho, wo) = self.out();
+        let (plane, len, k, w, h) = (ho * wo, c1 - c0, self.k, self.w, self.h);
+        let mut g = c0;
+        // Runs of columns within one output row of one image.
+        while g < c1 {
+            let (img, p) = (g / plane, g % plane);
+            let (oy, ox0) = (p / wo, p % wo);
+            let run = (wo - ox0).min(c1 - g);
+            let j0 = g - c0;
+            let xi = self.image(img);
+            for c in 0..self.ci {
+                let xc = &xi[c * h * w..(c + 1) * h * w];
+                for ky in 0..k {
+                    let iy = if k == 1 {
+                        Some(oy)
+                    } else {
+                        src(oy, ky, h, self.r)
+                    };
+                    for kx in 0..k {
+                        let row = &mut cols[((c * k + ky) * k + kx) * len + j0..][..run];
+                        let Some(iy) = iy else {
+                            row.fill(0.0);
+                            continue;
+                        };
+                        let line = &xc[iy * w..(iy + 1) * w];
+                        if k == 1 {
+                            row.copy_from_slice(&line[ox0..ox0 + run]);
+                        } else if self.r == Resample::None {
+                            // ix = ox + kx − 1: one copy, zeros where it leaves the row.
+                            let start = ox0 as isize + kx as isize - 1;
+                            let lo = (-start).clamp(0, run as isize) as usize;
+                            let hi = (w as isize - start).clamp(lo as isize, run as isize) as usize;
+                            row[..lo].fill(0.0);
+                            let s0 = (start + lo as isize) as usize;
+                            row[lo..hi].copy_from_slice(&line[s0..s0 + hi - lo]);
+                            row[hi..].fill(0.0);
+                        } else {
+                            for (j, d) in row.iter_mut().enumerate() {
+                                *d = src(ox0 + j, kx, w, self.r).map_or(0.0, |ix| line[ix]);
+                            }
+                        }
+                    }
                 }
             }
-            None => yc.fill(v),
+            g += run;
         }
     }
-    let kk = ci * k * k;
-    if k == 1 && r == Resample::None {
-        matmul(
-            co,
-            plane,
-            kk,
-            y,
-            Mat::rows(weight, kk),
-            Mat::rows(x, plane),
-            1.0,
-            true,
-            threaded,
-        );
+
+    /// Rows [m0, m1) of columns [c0, c1): the GEMM, then bias, temb and residual as the
+    /// product is written out.
+    fn item(&self, m0: usize, m1: usize, c0: usize, c1: usize, y: &Out) {
+        let (ho, wo) = self.out();
+        let (plane, len) = (ho * wo, c1 - c0);
+        let kk = self.ci * self.k * self.k;
+        let weight = Mat::rows(&self.weight[m0 * kk..m1 * kk], kk);
+        SCRATCH.with(|cell| {
+            let (cols, prod) = &mut *cell.borrow_mut();
+            if prod.len() < (m1 - m0) * len {
+                prod.resize((m1 - m0) * len, 0.0);
+            }
+            // A 1×1 conv reads a block within one image in place.
+            let same_image = c0 / plane == (c1 - 1) / plane;
+            let b = if self.k == 1 && self.r == Resample::None && same_image {
+                Mat {
+                    data: &self.image(c0 / plane)[c0 % plane..],
+                    rs: plane,
+                    cs: 1,
+                }
+            } else {
+                if cols.len() < kk * len {
+                    cols.resize(kk * len, 0.0);
+                }
+                self.im2col(c0, c1, cols);
+                Mat::rows(&cols[..kk * len], len)
+            };
+            matmul(m1 - m0, len, kk, prod, weight, b, 1.0, false, false);
+            for (i, o) in (m0..m1).enumerate() {
+                let row = &prod[i * len..(i + 1) * len];
+                let mut g = c0;
+                while g < c1 {
+                    let (img, p) = (g / plane, g % plane);
+                    let run = (plane - p).min(c1 - g);
+                    let v = self.bias[o] + self.temb.map_or(0.0, |(t, s)| t[img * s + o]);
+                    let at = img * self.y_stride + self.y_off + o * plane + p;
+                    assert!(at + run <= y.len, "conv output out of range");
+                    // SAFETY: in bounds (checked), and no other item writes channel o of
+                    // these columns.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(y.ptr.add(at), run) };
+                    let src = &row[g - c0..g - c0 + run];
+                    match self.residual {
+                        Some((r, s, off)) => {
+                            let res = &r[img * s + off + o * plane + p..][..run];
+                            for ((d, &a), &b) in dst.iter_mut().zip(src).zip(res) {
+                                *d = a + v + b;
+                            }
+                        }
+                        None => {
+                            for (d, &a) in dst.iter_mut().zip(src) {
+                                *d = a + v;
+                            }
+                        }
+                    }
+                    g += run;
+                }
+            }
+        });
+    }
+}
+
+/// The direct kernel over the batch: runs of output rows of one image are the work items.
+fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: usize) {
+    PADDED.with(|cell| direct_with(job, packed, y, threads, &mut cell.borrow_mut()));
+}
+
+fn direct_with(
+    job: &ConvJob,
+    packed: &conv_direct::Packed,
+    y: &mut [f32],
+    threads: usize,
+    padded: &mut Vec<f32>,
+) {
+    conv_direct::pad_into(job, padded);
+    let padded = &padded[..];
+    let rows = (job.n * job.h).div_ceil(4 * threads).clamp(1, job.h);
+    let items: Vec<(usize, usize, usize)> = (0..job.n)
+        .flat_map(|i| {
+            (0..job.h)
+                .step_by(rows)
+                .map(move |r| (i, r, (r + rows).min(job.h)))
+        })
+        .collect();
+    let out = Out {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    let run = |&(img, oy0, oy1): &(usize, usize, usize)| {
+        pulp::Arch::new().dispatch(Rows {
+            job,
+            packed,
+            padded,
+            img,
+            oy0,
+            oy1,
+            y: out.ptr(),
+            y_len: out.len,
+        })
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if threads > 1 && items.len() > 1 {
+        use rayon::prelude::*;
+        items.par_iter().for_each(run);
         return;
     }
-    assert_eq!(k, 3, "only 1×1 and 3×3 convolutions exist in this network");
-    COLS.with(|cell| {
-        let mut cols = cell.borrow_mut();
-        if cols.len() < kk * plane {
-            cols.resize(kk * plane, 0.0);
-        }
-        im2col(x, ci, h, w, r, &mut cols);
-        matmul(
-            co,
-            plane,
-            kk,
-            y,
-            Mat::rows(weight, kk),
-            Mat::rows(&cols, plane),
-            1.0,
-            true,
-            threaded,
-        );
-    });
+    items.iter().for_each(run);
+}
+
+/// The whole batch, on `threads` threads: the columns (images × pixels, folded) are cut
+/// into blocks whose im2col stays in cache, and when there are too few blocks to go round,
+/// the output channels are split as well. Every work item is an independent GEMM.
+pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
+    let co = job.bias.len();
+    let (ho, wo) = job.out();
+    let cols = job.n * ho * wo;
+    let kk = job.ci * job.k * job.k;
+    if cols == 0 || co == 0 {
+        return;
+    }
+    if let Some(packed) = job.packed.filter(|_| conv_direct::fits(job)) {
+        direct(job, packed, y, threads);
+        return;
+    }
+    let nb = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
+    let blocks = cols.div_ceil(nb);
+    // Enough items for every thread twice over, each with at least 16 channels.
+    let parts = (2 * threads).div_ceil(blocks).clamp(1, co.div_ceil(16));
+    let rows = co.div_ceil(parts);
+    let items: Vec<(usize, usize, usize, usize)> = (0..blocks)
+        .flat_map(|b| {
+            (0..co.div_ceil(rows)).map(move |r| {
+                (
+                    r * rows,
+                    ((r + 1) * rows).min(co),
+                    b * nb,
+                    ((b + 1) * nb).min(cols),
+                )
+            })
+        })
+        .collect();
+    let out = Out {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if threads > 1 && items.len() > 1 {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .for_each(|&(m0, m1, c0, c1)| job.item(m0, m1, c0, c1, &out));
+        return;
+    }
+    let _ = threads;
+    for &(m0, m1, c0, c1) in &items {
+        job.item(m0, m1, c0, c1, &out);
+    }
 }
 
 /// The definition, written as plainly as possible: the reference the fast path is tested

@@ -103,28 +103,42 @@ pub fn group_norm(
     act: bool,
     y: &mut [f32],
 ) {
-    let cg = c / GROUPS;
-    let n = (cg * hw) as f64;
-    for g in 0..GROUPS {
-        let xs = &x[g * cg * hw..(g + 1) * cg * hw];
-        let mean = block_sum(xs, |v| v) / n;
-        let m = mean as f32;
-        let var = block_sum(xs, |v| (v - m) * (v - m)) / n;
-        let inv = 1.0 / (var + EPS).sqrt();
-        // Subtract the mean before scaling: folding it into the bias cancels badly when the
-        // spread is tiny against the mean.
-        for ch in g * cg..(g + 1) * cg {
-            let a = (gamma[ch] as f64 * inv) as f32;
-            let b = beta[ch];
-            let (src, dst) = (&x[ch * hw..(ch + 1) * hw], &mut y[ch * hw..(ch + 1) * hw]);
-            if act {
-                for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = swish((v - m) * a + b);
-                }
-            } else {
-                for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = (v - m) * a + b;
-                }
+    let len = c / GROUPS * hw;
+    for (g, ys) in y[..c * hw].chunks_mut(len).enumerate() {
+        one_group(&x[g * len..(g + 1) * len], hw, gamma, beta, g, act, ys);
+    }
+}
+
+/// Group g alone: xs and ys are its channels, [c/32, hw]; gamma and beta are for all c.
+/// (So a single image's groups can run on different threads.)
+pub fn one_group(
+    xs: &[f32],
+    hw: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    g: usize,
+    act: bool,
+    ys: &mut [f32],
+) {
+    let cg = xs.len() / hw.max(1);
+    let n = xs.len() as f64;
+    let mean = block_sum(xs, |v| v) / n;
+    let m = mean as f32;
+    let var = block_sum(xs, |v| (v - m) * (v - m)) / n;
+    let inv = 1.0 / (var + EPS).sqrt();
+    // Subtract the mean before scaling: folding it into the bias cancels badly when the
+    // spread is tiny against the mean.
+    for (i, ch) in (g * cg..(g + 1) * cg).enumerate() {
+        let a = (gamma[ch] as f64 * inv) as f32;
+        let b = beta[ch];
+        let (src, dst) = (&xs[i * hw..(i + 1) * hw], &mut ys[i * hw..(i + 1) * hw]);
+        if act {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = swish((v - m) * a + b);
+            }
+        } else {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = (v - m) * a + b;
             }
         }
     }

@@ -1,18 +1,23 @@
 //! The CPU backend: runs the plan op by op on host memory. Convolutions and attention go
-//! through GEMM; on native targets the images of a batch run on the rayon pool in parallel
-//! (or, for a single image, the GEMMs themselves are threaded).
+//! through GEMM. On native targets every op uses the rayon pool, even for one image: a
+//! convolution splits its batch-folded columns and its channels (conv.rs), a group norm its
+//! (image, group) pairs; attention and resampling run the images in parallel (or, for a
+//! single image, attention's GEMMs are threaded).
 
 pub mod attention;
 pub mod conv;
+pub mod conv_direct;
 pub mod gemm;
 pub mod group_norm;
 pub mod linear;
 pub mod resample;
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::profile::LayerTime;
 use super::{Backend, NoiseKey};
 use crate::error::{Error, Result};
 use crate::model::unet::timestep_embedding;
-use crate::model::{Model, Op, Plan, View};
+use crate::model::{Model, Op, Plan, Resample, View};
 use crate::rng;
 use crate::schedule::{apply_step, StepCoeffs};
 use crate::tensor::Tensor;
@@ -23,6 +28,8 @@ const MEMORY_BUDGET: usize = 2 << 30;
 pub struct CpuBackend {
     plan: Plan,
     weights: Vec<Tensor>,
+    /// 3×3 weights packed for the direct kernel, by parameter index, where it applies.
+    packed: Vec<Option<conv_direct::Packed>>,
     buf_of: Vec<usize>,
     buf_len: Vec<usize>,
     bufs: Vec<Vec<f32>>,
@@ -68,9 +75,27 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let (buf_of, buf_len) = plan.assign_buffers();
+        let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
+        let lanes = conv_direct::lanes();
+        for op in &plan.ops {
+            if let Op::Conv {
+                x,
+                y,
+                w,
+                k: 3,
+                resample: Resample::None,
+                ..
+            } = *op
+            {
+                if plan.slots[x.slot].hw().1 >= lanes && packed[w].is_none() {
+                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
+                }
+            }
+        }
         CpuBackend {
             plan,
             weights,
+            packed,
             buf_of,
             buf_len,
             bufs: Vec::new(),
@@ -137,19 +162,30 @@ impl CpuBackend {
             } => {
                 let xb = buf(x.slot);
                 let (h, ww) = this.plan.slots[x.slot].hw();
-                per_image(&mut out, stride, n, parallel, |i, chunk| {
-                    let (a, e) = part(y);
-                    let xv = this.view(xb, x, i);
-                    group_norm::group_norm(
-                        xv,
-                        x.c,
-                        h * ww,
-                        w(gamma),
-                        w(beta),
-                        swish,
-                        &mut chunk[a..e],
-                    );
-                });
+                let (a, e) = part(y);
+                let len = (e - a) / group_norm::GROUPS;
+                // Every (image, group) is independent: all of them go to the pool at once.
+                let mut items: Vec<(usize, usize, &mut [f32])> = out[..n * stride]
+                    .chunks_mut(stride)
+                    .enumerate()
+                    .flat_map(|(i, chunk)| {
+                        chunk[a..e]
+                            .chunks_mut(len)
+                            .enumerate()
+                            .map(move |(g, ys)| (i, g, ys))
+                    })
+                    .collect();
+                let run = |(i, g, ys): &mut (usize, usize, &mut [f32])| {
+                    let xs = &this.view(xb, x, *i)[*g * len..(*g + 1) * len];
+                    group_norm::one_group(xs, h * ww, w(gamma), w(beta), *g, swish, ys);
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    use rayon::prelude::*;
+                    items.par_iter_mut().for_each(run);
+                }
+                #[cfg(target_arch = "wasm32")]
+                items.iter_mut().for_each(run);
             }
             Op::Conv {
                 x,
@@ -161,32 +197,35 @@ impl CpuBackend {
                 temb,
                 residual,
             } => {
-                let xb = buf(x.slot);
                 let (h, ww) = this.plan.slots[x.slot].hw();
-                per_image(&mut out, stride, n, parallel, |i, chunk| {
-                    let (a, e) = part(y);
-                    let ep = conv::Epilogue {
-                        bias: w(b),
-                        temb: temb.map(|t| {
-                            let l = this.plan.slots[t].len();
-                            &buf(t)[i * l..(i + 1) * l]
-                        }),
-                        residual: residual.map(|r| this.view(buf(r.slot), r, i)),
-                    };
-                    let xv = this.view(xb, x, i);
-                    conv::conv2d(
-                        xv,
-                        x.c,
-                        h,
-                        ww,
-                        w(wi),
-                        k,
-                        resample,
-                        &ep,
-                        &mut chunk[a..e],
-                        !parallel,
-                    );
-                });
+                let place = |v: View| {
+                    let s = this.plan.slots[v.slot];
+                    (s.len(), v.c_off * s.hw().0 * s.hw().1)
+                };
+                let (x_stride, x_off) = place(x);
+                let (y_stride, y_off) = place(y);
+                let job = conv::ConvJob {
+                    n,
+                    x: buf(x.slot),
+                    x_stride,
+                    x_off,
+                    ci: x.c,
+                    h,
+                    w: ww,
+                    weight: w(wi),
+                    k,
+                    r: resample,
+                    bias: w(b),
+                    temb: temb.map(|t| (buf(t), this.plan.slots[t].len())),
+                    residual: residual.map(|r| {
+                        let (s, o) = place(r);
+                        (buf(r.slot), s, o)
+                    }),
+                    y_stride,
+                    y_off,
+                    packed: this.packed[wi].as_ref(),
+                };
+                conv::conv2d_batch(&job, &mut out, threads());
             }
             Op::Attention { q, k, v, y } => {
                 let (h, ww) = this.plan.slots[q.slot].hw();
@@ -220,14 +259,26 @@ impl CpuBackend {
 
     /// Run the plan on n images: `inputs` fill slots, `output` is read back.
     pub fn execute(&mut self, n: usize, inputs: &[(usize, &[f32])], output: usize) -> Vec<f32> {
+        self.execute_with(n, inputs, output, &mut |_| {})
+    }
+
+    /// `execute`, calling `after(i)` when op i is done.
+    fn execute_with(
+        &mut self,
+        n: usize,
+        inputs: &[(usize, &[f32])],
+        output: usize,
+        after: &mut dyn FnMut(usize),
+    ) -> Vec<f32> {
         self.ensure(n);
         for (slot, data) in inputs {
             let len = self.plan.slots[*slot].len() * n;
             self.bufs[self.buf_of[*slot]][..len].copy_from_slice(data);
         }
         let ops = std::mem::take(&mut self.plan.ops);
-        for op in &ops {
+        for (i, op) in ops.iter().enumerate() {
             self.run_op(op, n);
+            after(i);
         }
         self.plan.ops = ops;
         let ol = self.plan.slots[output].len();
@@ -235,14 +286,38 @@ impl CpuBackend {
     }
 
     /// The network on n images at timesteps t.
-    fn run(&mut self, x: &[f32], t: &[f32]) -> Vec<f32> {
+    fn run(&mut self, x: &[f32], t: &[f32], after: &mut dyn FnMut(usize)) -> Vec<f32> {
         let ch = self.plan.config.ch;
         let temb: Vec<f32> = t
             .iter()
             .flat_map(|&ti| timestep_embedding(ti, ch))
             .collect();
         let (inp, ts, out) = (self.plan.input, self.plan.temb, self.plan.output);
-        self.execute(t.len(), &[(inp, x), (ts, &temb)], out)
+        self.execute_with(t.len(), &[(inp, x), (ts, &temb)], out, after)
+    }
+
+    /// One forward pass with the wall time of every op, in plan order.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&mut self, x: &Tensor, t: &[f32]) -> Vec<LayerTime> {
+        let mut ms = Vec::with_capacity(self.plan.ops.len());
+        let mut last = std::time::Instant::now();
+        self.run(&x.data, t, &mut |_| {
+            ms.push(last.elapsed().as_secs_f64() * 1e3);
+            last = std::time::Instant::now();
+        });
+        self.plan
+            .ops
+            .iter()
+            .zip(ms)
+            .map(|(op, ms)| LayerTime {
+                family: op.family(),
+                layer: self.plan.layer_name(op),
+                variant: String::new(),
+                dispatches: 1,
+                ms,
+                gflop: 2.0 * (self.plan.macs(op) * t.len() as u64) as f64 / 1e9,
+            })
+            .collect()
     }
 
     fn image_shape(&self, n: usize, c: usize) -> Vec<usize> {
@@ -271,7 +346,7 @@ impl Backend for CpuBackend {
                 found: x.shape.clone(),
             });
         }
-        let y = self.run(&x.data, t);
+        let y = self.run(&x.data, t, &mut |_| {});
         Tensor::new(self.image_shape(t.len(), self.plan.config.out_ch), y)
     }
 
@@ -309,7 +384,7 @@ impl Backend for CpuBackend {
         let per = self.image_len();
         let n = self.latent.len() / per;
         let x = std::mem::take(&mut self.latent);
-        let m = self.run(&x, &vec![c.t; n]);
+        let m = self.run(&x, &vec![c.t; n], &mut |_| {});
         self.latent = x;
         let z = (c.c_z != 0.0).then(|| {
             rng::normal_batch(

@@ -203,7 +203,7 @@ impl GpuBackend {
                 part: &part,
                 n,
             };
-            let layer = ops::layer_name(&self.plan, op);
+            let layer = self.plan.layer_name(op);
             match conv::dispatches(&ctx, op, v, layer).await {
                 Ok(d) => built.push((v, d)),
                 Err(e) => self

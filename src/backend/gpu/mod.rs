@@ -25,7 +25,6 @@ use batch::Batch;
 pub use batch::Choice;
 use device::{describe, is_software, Gpu};
 use ops::conv::{self, ConvShape, ConvVariant};
-pub use profile::{by_family, LayerTime};
 use tune::{Tune, Tuner};
 use wgpu::util::DeviceExt;
 

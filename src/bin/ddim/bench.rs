@@ -8,7 +8,8 @@ use clap::Args as ClapArgs;
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::ops::conv::{ConvShape, ConvVariant};
 use ddim_webgpu::backend::gpu::tune::{self, Tune};
-use ddim_webgpu::backend::gpu::{by_family, GpuBackend, LayerTime};
+use ddim_webgpu::backend::gpu::GpuBackend;
+use ddim_webgpu::backend::profile::{by_family, LayerTime};
 use ddim_webgpu::backend::Backend;
 use ddim_webgpu::model::{parse_config, random_model, Model};
 use ddim_webgpu::sampler::{self, initial_noise, Job};
@@ -39,10 +40,15 @@ pub struct Args {
     /// A Python with torch: also run tools/bench_torch.py on the same config and batch.
     #[arg(long)]
     torch: Option<String>,
+    /// A Python with onnxruntime: also run tools/bench_ort.py (onnxruntime native, its best
+    /// thread count) on the same config and batch, and print the ratios.
+    #[arg(long)]
+    onnxruntime: Option<String>,
     /// Threads for the PyTorch baseline.
     #[arg(long, default_value_t = 1)]
     torch_threads: usize,
-    /// Print the GPU's per-kernel time (needs timestamp-query).
+    /// Print where the time goes, per kernel family and per layer (the GPU needs
+    /// timestamp-query).
     #[arg(long)]
     profile: bool,
     /// GPU convolution kernel for every layer that can run it: direct (registers only) or a
@@ -151,17 +157,20 @@ fn gpu_backend(model: &Model, a: &Args) -> Result<GpuBackend> {
     Ok(g)
 }
 
-fn torch(a: &Args, py: &str, n: usize) -> Result<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py");
+/// A baseline script's median forward time at batch n: tools/bench_torch.py (PyTorch CPU
+/// eager, --torch-threads) or tools/bench_ort.py (onnxruntime at 1, 2 and its default
+/// thread count, the best of them, which its last line names).
+fn baseline(a: &Args, py: &str, script: &str, threads: &str, n: usize) -> Result<f64> {
+    let path = format!("{}/tools/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(py)
         .env("OMP_WAIT_POLICY", "PASSIVE")
-        .args([script, "--config"])
+        .args([path.as_str(), "--config"])
         .arg(&a.config)
         .args([
             "--batch",
             &n.to_string(),
             "--threads",
-            &a.torch_threads.to_string(),
+            threads,
             "--iters",
             &a.iters.to_string(),
         ])
@@ -171,11 +180,12 @@ fn torch(a: &Args, py: &str, n: usize) -> Result<f64> {
     let line = text.lines().last().unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(line).map_err(|_| {
         Error::Backend(format!(
-            "bench_torch.py failed: {}",
+            "{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ))
     })?;
-    Ok(v["median_ms"].as_f64().unwrap_or(f64::NAN))
+    let row = v.get("best").map_or(&v, |b| &b[n.to_string()]);
+    Ok(row["median_ms"].as_f64().unwrap_or(f64::NAN))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -218,13 +228,26 @@ pub fn run(a: Args) -> Result<()> {
             });
             report(&a, rows.last().unwrap(), gflop_per_image);
         }
-        if a.profile && name == "gpu" {
-            profile(&model, &a)?;
+        if a.profile {
+            profile(&model, &a, name)?;
+        }
+    }
+    if let Some(py) = &a.onnxruntime {
+        for &n in &a.batch {
+            let ms = baseline(&a, py, "bench_ort.py", "1,2,0", n)?;
+            rows.push(Row {
+                backend: "onnxruntime: CPU, best of 1, 2 and default threads".into(),
+                batch: n,
+                forward_ms: ms,
+                sample_s: None,
+            });
+            report(&a, rows.last().unwrap(), gflop_per_image);
         }
     }
     if let Some(py) = &a.torch {
         for &n in &a.batch {
-            let ms = torch(&a, py, n)?;
+            let threads = a.torch_threads.to_string();
+            let ms = baseline(&a, py, "bench_torch.py", &threads, n)?;
             let label = format!(
                 "torch: PyTorch CPU eager fp32, {} thread(s)",
                 a.torch_threads
@@ -237,19 +260,24 @@ pub fn run(a: Args) -> Result<()> {
             });
             report(&a, rows.last().unwrap(), gflop_per_image);
         }
-        if !a.json {
-            println!("\nratios (forward time / PyTorch CPU, same batch):");
-            for r in rows.iter().filter(|r| !r.backend.starts_with("torch")) {
-                if let Some(t) = rows
-                    .iter()
-                    .find(|t| t.backend.starts_with("torch") && t.batch == r.batch)
-                {
-                    println!(
-                        "  {:<50} batch {:>3}: {:.2}",
-                        r.backend,
-                        r.batch,
-                        r.forward_ms / t.forward_ms
-                    );
+    }
+    if !a.json {
+        for (base, name) in [("torch", "PyTorch CPU"), ("onnxruntime", "onnxruntime")] {
+            let ours = rows
+                .iter()
+                .filter(|r| !r.backend.starts_with("torch") && !r.backend.starts_with("onnx"));
+            let pairs: Vec<_> = ours
+                .filter_map(|r| {
+                    let t = rows
+                        .iter()
+                        .find(|t| t.backend.starts_with(base) && t.batch == r.batch)?;
+                    Some((r, r.forward_ms / t.forward_ms))
+                })
+                .collect();
+            if !pairs.is_empty() {
+                println!("\nratios (forward time / {name}, same batch):");
+                for (r, q) in pairs {
+                    println!("  {:<50} batch {:>3}: {q:.2}", r.backend, r.batch);
                 }
             }
         }
@@ -276,22 +304,55 @@ fn report(a: &Args, r: &Row, gflop_per_image: f64) {
     );
 }
 
-/// The GPU's time per kernel family and per layer (with the kernel that ran it), from
-/// timestamp queries, and the tuner's choice for each convolution shape.
-fn profile(model: &Model, a: &Args) -> Result<()> {
-    let mut g = gpu_backend(model, a)?;
-    let n = a.batch[0].min(g.max_batch());
+/// Per kernel family and per layer (with the kernel variant that ran it, on the GPU): where
+/// one forward pass at the first batch size spends its time; on the GPU also how each
+/// convolution's kernel was chosen.
+fn profile(model: &Model, a: &Args, backend: &str) -> Result<()> {
+    let n = a.batch[0];
     let (c, r) = (
         model.config.model.in_channels,
         model.config.model.resolution,
     );
+    let t = vec![500.0; n];
+    if backend == "cpu" {
+        let mut be = CpuBackend::new(model);
+        let x = initial_noise(1, 0, n, c, r);
+        be.profile(&x, &t);
+        let layers = be.profile(&x, &t);
+        print_profile(
+            &format!("CPU profile, batch {n} ({})", be.describe()),
+            &layers,
+        );
+        return Ok(());
+    }
+    let mut g = gpu_backend(model, a)?;
+    let n = n.min(g.max_batch());
     let x = initial_noise(1, 0, n, c, r);
-    pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
-    let layers = pollster::block_on(g.profile(&x, &vec![500.0; n]))?;
-    let fams = by_family(&layers);
+    pollster::block_on(g.profile(&x, &t[..n]))?;
+    let layers = pollster::block_on(g.profile(&x, &t[..n]))?;
+    print_profile(
+        &format!("GPU profile, batch {n} ({})", g.describe()),
+        &layers,
+    );
+    println!("\nconvolution kernels chosen (batch {n}):");
+    for ch in g.choices() {
+        let ms = ch.ms.map_or(String::new(), |m| format!(", {m:.3} ms"));
+        println!(
+            "  {:<40} {} ({}{ms})",
+            ch.shape.key(),
+            ch.variant.name(),
+            ch.how
+        );
+    }
+    common::print_notes(&mut g);
+    Ok(())
+}
+
+fn print_profile(title: &str, layers: &[LayerTime]) {
+    let fams = by_family(layers);
     let total: f64 = fams.iter().map(|f| f.ms).sum();
     let rate = |l: &LayerTime| l.gflops().map_or("-".into(), |r| format!("{r:.1}"));
-    println!("\nGPU kernel profile, batch {n} ({}):", g.describe());
+    println!("\n{title}:");
     println!(
         "{:<22} {:>6} {:>10} {:>7} {:>10}",
         "kernel", "calls", "ms", "share", "GFLOP/s"
@@ -318,13 +379,13 @@ fn profile(model: &Model, a: &Args) -> Result<()> {
         "",
         cg / (cm / 1e3)
     );
-    println!("{:<22} {:>6} {:>10.3}", "total (GPU time)", "", total);
-    println!("\nper layer (batch {n}):");
+    println!("{:<22} {:>6} {:>10.3}", "total", "", total);
+    println!("\nper layer:");
     println!(
         "{:<34} {:<20} {:<30} {:>9} {:>9}",
         "layer", "kernel", "variant", "ms", "GFLOP/s"
     );
-    for l in &layers {
+    for l in layers {
         println!(
             "{:<34} {:<20} {:<30} {:>9.3} {:>9}",
             l.layer,
@@ -334,16 +395,4 @@ fn profile(model: &Model, a: &Args) -> Result<()> {
             rate(l)
         );
     }
-    println!("\nconvolution kernels chosen (batch {n}):");
-    for ch in g.choices() {
-        let ms = ch.ms.map_or(String::new(), |m| format!(", {m:.3} ms"));
-        println!(
-            "  {:<40} {} ({}{ms})",
-            ch.shape.key(),
-            ch.variant.name(),
-            ch.how
-        );
-    }
-    common::print_notes(&mut g);
-    Ok(())
 }

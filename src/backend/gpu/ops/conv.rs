@@ -277,12 +277,7 @@ pub async fn dispatches(
         t_stride: temb.map_or(0, |t| ctx.plan.slots[t].len() as u32),
         pad: 0,
     };
-    let family = match (k, resample) {
-        (1, _) => "conv 1x1",
-        (_, Resample::Down) => "conv 3x3 stride 2",
-        (_, Resample::Up) => "conv 3x3 upsample",
-        _ => "conv 3x3",
-    };
+    let family = op.family();
     let what = format!("{layer} ({})", variant.name());
     let groups = match variant {
         ConvVariant::Direct => [

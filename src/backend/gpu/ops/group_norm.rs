@@ -65,7 +65,7 @@ pub async fn dispatches(ctx: &Ctx<'_>, op: &Op, layer: String) -> Result<Vec<Dis
         kernel,
         bind,
         groups: ctx.check_groups([32, ctx.n as u32, 1], &layer)?,
-        family: "group norm",
+        family: op.family(),
         layer,
         variant: "one workgroup per group".into(),
         flops: 0,

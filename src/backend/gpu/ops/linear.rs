@@ -42,7 +42,7 @@ pub async fn dispatches(ctx: &Ctx<'_>, op: &Op, layer: String) -> Result<Vec<Dis
         kernel,
         bind,
         groups: ctx.check_groups(groups, &layer)?,
-        family: "linear",
+        family: op.family(),
         layer,
         variant: "one output per invocation".into(),
         flops: 2 * (ni * no * ctx.n) as u64,

@@ -139,32 +139,9 @@ pub fn every_key() -> Vec<Key> {
     out
 }
 
-/// The layer an op belongs to, named by its first parameter ("down.0.block.0.conv1");
-/// attention by the block of its q conv ("mid.attn_1"), and resampling without a conv by
-/// its output slot.
-pub fn layer_name(plan: &Plan, op: &Op) -> String {
-    let p = match *op {
-        Op::Conv { w, .. } | Op::Linear { w, .. } => Some(w),
-        Op::GroupNorm { gamma, .. } => Some(gamma),
-        _ => None,
-    };
-    if let Some(p) = p.and_then(|i| plan.params.get(i)) {
-        return p.name.trim_end_matches(".weight").to_string();
-    }
-    if let Op::Attention { q, .. } = op {
-        if let Some(w) = plan.ops.iter().find(|o| o.writes() == [q.slot]) {
-            let q_conv = layer_name(plan, w);
-            if let Some((block, _)) = q_conv.rsplit_once('.') {
-                return block.to_string();
-            }
-        }
-    }
-    format!("slot {}", op.writes()[0])
-}
-
 /// The dispatches of one op; `conv` is the variant chosen when it is a convolution.
 pub async fn build(ctx: &Ctx<'_>, op: &Op, conv: Option<ConvVariant>) -> Result<Vec<Dispatch>> {
-    let layer = layer_name(ctx.plan, op);
+    let layer = ctx.plan.layer_name(op);
     match *op {
         Op::Conv { .. } => {
             let v = conv.ok_or_else(|| Error::Backend(format!("{layer}: no conv variant")))?;

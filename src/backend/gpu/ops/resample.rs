@@ -55,7 +55,7 @@ pub async fn dispatches(ctx: &Ctx<'_>, op: &Op, layer: String) -> Result<Vec<Dis
         kernel,
         bind,
         groups: ctx.check_groups(groups, &layer)?,
-        family: if up { "upsample" } else { "avg pool" },
+        family: op.family(),
         layer,
         variant: "one output per invocation".into(),
         flops: 0,
