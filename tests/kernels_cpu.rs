@@ -80,6 +80,7 @@ fn conv_matches_its_twin() {
                     y_stride: ys,
                     y_off: 3 * ho * wo,
                     packed: None,
+                    norm: None,
                 };
                 let packed = (k == 3).then(|| pack(&wt, co, ci));
                 // The im2col GEMM, and the direct kernel where the shape fits it.
@@ -146,5 +147,87 @@ fn attention_matches_its_twin() {
         attention_naive(&q, &k, &v, c, hw, &mut slow);
         let e = max_rel(&fast, &slow);
         assert!(e < 1e-5, "attention c{c} hw{hw}: rel err {e}");
+    }
+}
+
+/// A GroupNorm (with and without swish) folded into the direct conv, against the plain norm
+/// followed by the plain conv: 3 images read at a channel offset, same-size and upsampling.
+#[test]
+fn folded_group_norm_matches_norm_then_conv() {
+    use ddim_webgpu::backend::cpu::group_norm::{stats, Fused};
+    let mut seed = 500;
+    for &(ci, co, h, w, r) in &[
+        (32, 20, 5, 17, Resample::None),
+        (64, 13, 4, 16, Resample::None),
+        (32, 24, 3, 9, Resample::Up),
+    ] {
+        for swish in [false, true] {
+            seed += 1;
+            let n = 3;
+            let (ho, wo) = out_size(h, w, 3, r);
+            let xs = (ci + 32) * h * w;
+            let x: Vec<f32> = randn(98, seed, n * xs)
+                .iter()
+                .map(|v| v * 2.0 + 3.0)
+                .collect();
+            let wt = randn(98, seed + 1, co * ci * 9);
+            let (gamma, beta, b) = (
+                randn(98, seed + 2, ci),
+                randn(98, seed + 3, ci),
+                randn(98, seed + 4, co),
+            );
+            let mut want = vec![0.0; n * co * ho * wo];
+            for i in 0..n {
+                let mut normed = vec![0.0; ci * h * w];
+                let xi = &x[i * xs + 32 * h * w..][..ci * h * w];
+                group_norm_naive(xi, ci, h * w, &gamma, &beta, swish, &mut normed);
+                let ep = Epilogue {
+                    bias: &b,
+                    temb: None,
+                    residual: None,
+                };
+                let yi = &mut want[i * co * ho * wo..][..co * ho * wo];
+                conv2d_naive(&normed, ci, h, w, &wt, 3, r, &ep, yi);
+            }
+            let per = ci * h * w / 32;
+            let fused = Fused {
+                gamma: &gamma,
+                beta: &beta,
+                swish,
+                stats: (0..n * 32)
+                    .map(|k| stats(&x[(k / 32) * xs + 32 * h * w + (k % 32) * per..][..per]))
+                    .collect(),
+            };
+            let packed = pack(&wt, co, ci);
+            let job = ConvJob {
+                n,
+                x: &x,
+                x_stride: xs,
+                x_off: 32 * h * w,
+                ci,
+                h,
+                w,
+                weight: &wt,
+                k: 3,
+                r,
+                bias: &b,
+                temb: None,
+                residual: None,
+                y_stride: co * ho * wo,
+                y_off: 0,
+                packed: Some(&packed),
+                norm: Some(&fused),
+            };
+            assert!(fits(&job), "the shape must take the direct kernel");
+            for threads in [1, 2] {
+                let mut got = vec![0.0; n * co * ho * wo];
+                conv2d_batch(&job, &mut got, threads);
+                let e = max_rel(&got, &want);
+                assert!(
+                    e < 2e-5,
+                    "folded norm {ci}->{co} {h}x{w} {r:?} swish {swish}: rel err {e}"
+                );
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::conv_direct::{self, Rows};
 use super::gemm::{matmul, Mat};
+use super::group_norm::Fused;
 use crate::model::Resample;
 use std::cell::RefCell;
 
@@ -61,6 +62,9 @@ pub struct ConvJob<'a> {
     pub y_off: usize,
     /// The weight packed for the direct 3×3 kernel, where the layer fits it.
     pub packed: Option<&'a conv_direct::Packed>,
+    /// A GroupNorm to apply to the input as it is read (only with the direct kernel, whose
+    /// padded copy applies it).
+    pub norm: Option<&'a Fused<'a>>,
 }
 
 /// Floats of one im2col block: with the GEMM's packed panels it stays in a core's L2.
@@ -223,12 +227,13 @@ fn direct_with(
 ) {
     conv_direct::pad_into(job, padded);
     let padded = &padded[..];
-    let rows = (job.n * job.h).div_ceil(4 * threads).clamp(1, job.h);
+    let (ho, _) = job.out();
+    let rows = (job.n * ho).div_ceil(4 * threads).clamp(1, ho);
     let items: Vec<(usize, usize, usize)> = (0..job.n)
         .flat_map(|i| {
-            (0..job.h)
+            (0..ho)
                 .step_by(rows)
-                .map(move |r| (i, r, (r + rows).min(job.h)))
+                .map(move |r| (i, r, (r + rows).min(ho)))
         })
         .collect();
     let out = Out {
@@ -271,6 +276,10 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
         direct(job, packed, y, threads);
         return;
     }
+    assert!(
+        job.norm.is_none(),
+        "a fused GroupNorm needs the direct kernel"
+    );
     let nb = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
     let blocks = cols.div_ceil(nb);
     // Enough items for every thread twice over, each with at least 16 channels.

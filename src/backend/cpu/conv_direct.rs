@@ -1,5 +1,5 @@
-//! Direct 3×3 convolution (stride 1, pad 1) for rows at least one SIMD vector wide: no
-//! im2col. The input is copied once into a zero-padded layout [ci][h+2][w+2], so each tap of
+//! Direct 3×3 convolution (stride 1, pad 1, also over a nearest-×2 upsampled input) for
+//! output rows at least one SIMD vector wide: no im2col. The input is copied once into a zero-padded layout [ci][h+2][w+2], so each tap of
 //! a run of output pixels is one contiguous slice. The kernel keeps MR output channels × NV
 //! vectors of pixels in registers and, for every input channel and tap, multiplies MR
 //! broadcast weights into NV loads, so it reads each input run once per MR channels instead
@@ -9,6 +9,7 @@
 //! time in wasm).
 
 use super::conv::ConvJob;
+use crate::model::Resample;
 use pulp::{Simd, WithSimd};
 
 /// f32 lanes of the SIMD vectors the running CPU gets.
@@ -60,16 +61,37 @@ pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
     Packed { mr, co, ci, data }
 }
 
-/// Whether the direct kernel takes this layer: a 3×3 same-size conv whose rows fill a vector.
+/// Whether the direct kernel takes a k×k conv with this resampling over rows w wide: 3×3,
+/// same size or over the nearest-×2 upsampled input, with output rows that fill a vector.
+pub fn fits_shape(k: usize, r: Resample, w: usize) -> bool {
+    match r {
+        Resample::None => k == 3 && w >= lanes(),
+        Resample::Up => k == 3 && 2 * w >= lanes(),
+        Resample::Down => false,
+    }
+}
+
 pub fn fits(job: &ConvJob) -> bool {
-    job.k == 3 && job.r == crate::model::Resample::None && job.w >= lanes()
+    fits_shape(job.k, job.r, job.w)
+}
+
+/// The grid the kernel convolves: the input, or the upsampled input (never stored itself:
+/// the padded copy is made at that size).
+fn grid(job: &ConvJob) -> (usize, usize) {
+    match job.r {
+        Resample::Up => (2 * job.h, 2 * job.w),
+        _ => (job.h, job.w),
+    }
 }
 
 /// Zero-padded copies of every image into `out` (grown as needed, and reused from call to
 /// call: a fresh allocation per layer cost page faults), with a vector's worth of slack at
 /// the end, since a vector at a row's end reads (and then discards) lanes past it.
 pub fn pad_into(job: &ConvJob, out: &mut Vec<f32>) {
-    let (h, w, pitch) = (job.h, job.w, job.w + 2);
+    let (h, w) = grid(job);
+    let pitch = w + 2;
+    let up = job.r == Resample::Up;
+    let (sh, sw) = (job.h, job.w);
     let pplane = (h + 2) * pitch;
     let len = job.n * job.ci * pplane;
     if out.len() < len + lanes() + 2 {
@@ -78,14 +100,26 @@ pub fn pad_into(job: &ConvJob, out: &mut Vec<f32>) {
     // One padded plane per (image, channel), filled in parallel, borders included.
     let fill = |(ic, dst): (usize, &mut [f32])| {
         let (i, c) = (ic / job.ci, ic % job.ci);
-        let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
+        let x = &job.x[i * job.x_stride + job.x_off + c * sh * sw..][..sh * sw];
         dst[..pitch].fill(0.0);
         dst[(h + 1) * pitch..].fill(0.0);
-        for (y, row) in x.chunks_exact(w).enumerate() {
+        for y in 0..h {
             let line = &mut dst[(y + 1) * pitch..(y + 2) * pitch];
             line[0] = 0.0;
-            line[1..=w].copy_from_slice(row);
             line[w + 1] = 0.0;
+            let row = &x[if up { y / 2 } else { y } * sw..][..sw];
+            match job.norm {
+                Some(f) => f.channel(i, c, job.ci, row, &mut line[1..=sw]),
+                None => line[1..=sw].copy_from_slice(row),
+            }
+            if up {
+                // Widen in place from the right, so no source is overwritten before use.
+                for x in (0..sw).rev() {
+                    let v = line[1 + x];
+                    line[1 + 2 * x] = v;
+                    line[2 + 2 * x] = v;
+                }
+            }
         }
     };
     let planes = &mut out[..len];
@@ -98,7 +132,7 @@ pub fn pad_into(job: &ConvJob, out: &mut Vec<f32>) {
     planes.chunks_mut(pplane).enumerate().for_each(fill);
 }
 
-/// Output rows [oy0, oy1) of image `img`, every channel, into `y` (the whole output buffer;
+/// Output rows [oy0, oy1) of image `img` (rows of the grid), every channel, into `y` (the whole output buffer;
 /// the rows of one image written by one caller).
 pub struct Rows<'a> {
     pub job: &'a ConvJob<'a>,
@@ -129,7 +163,8 @@ impl Rows<'_> {
         let (job, p) = (self.job, self.packed);
         assert!(p.mr == MR && p.ci == job.ci && p.co == job.bias.len());
         let lanes = S::F32_LANES;
-        let (h, w, pitch) = (job.h, job.w, job.w + 2);
+        let (h, w) = grid(job);
+        let pitch = w + 2;
         let (plane, pplane) = (h * w, (h + 2) * pitch);
         let img_base = self.img * job.ci * pplane;
         // The vectors of output pixels: `lanes` pixels of one row each (fewer at a row's

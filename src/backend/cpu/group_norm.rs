@@ -121,26 +121,52 @@ pub fn one_group(
     ys: &mut [f32],
 ) {
     let cg = xs.len() / hw.max(1);
-    let n = xs.len() as f64;
-    let mean = block_sum(xs, |v| v) / n;
-    let m = mean as f32;
-    let var = block_sum(xs, |v| (v - m) * (v - m)) / n;
-    let inv = 1.0 / (var + EPS).sqrt();
-    // Subtract the mean before scaling: folding it into the bias cancels badly when the
-    // spread is tiny against the mean.
+    let (m, inv) = stats(xs);
     for (i, ch) in (g * cg..(g + 1) * cg).enumerate() {
-        let a = (gamma[ch] as f64 * inv) as f32;
-        let b = beta[ch];
         let (src, dst) = (&xs[i * hw..(i + 1) * hw], &mut ys[i * hw..(i + 1) * hw]);
-        if act {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = swish((v - m) * a + b);
-            }
-        } else {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = (v - m) * a + b;
-            }
+        normalise(src, m, inv, gamma[ch], beta[ch], act, dst);
+    }
+}
+
+/// The mean of a group's values, and 1/√(variance + eps): what `normalise` takes.
+pub fn stats(xs: &[f32]) -> (f32, f64) {
+    let n = xs.len() as f64;
+    let m = (block_sum(xs, |v| v) / n) as f32;
+    let var = block_sum(xs, |v| (v - m) * (v - m)) / n;
+    (m, 1.0 / (var + EPS).sqrt())
+}
+
+/// dst = act((src − mean)·γ/σ + β) for one channel. Subtracting the mean before scaling
+/// matters: folding it into the bias cancels badly when the spread is tiny against the mean.
+#[inline]
+pub fn normalise(src: &[f32], m: f32, inv: f64, gamma: f32, beta: f32, act: bool, dst: &mut [f32]) {
+    let a = (gamma as f64 * inv) as f32;
+    if act {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = swish((v - m) * a + beta);
         }
+    } else {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = (v - m) * a + beta;
+        }
+    }
+}
+
+/// A GroupNorm (with its swish) applied by a convolution as it reads its input, instead of
+/// as a pass of its own: the affine, and the statistics of every (image, group).
+pub struct Fused<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub swish: bool,
+    /// (mean, 1/σ) of group g of image i at i·32 + g.
+    pub stats: Vec<(f32, f64)>,
+}
+
+impl Fused<'_> {
+    /// Channel c (of ci) of image i, normalised into dst.
+    pub fn channel(&self, i: usize, c: usize, ci: usize, src: &[f32], dst: &mut [f32]) {
+        let (m, inv) = self.stats[i * GROUPS + c / (ci / GROUPS)];
+        normalise(src, m, inv, self.gamma[c], self.beta[c], self.swish, dst);
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod conv;
 pub mod conv_direct;
+pub mod fuse;
 pub mod gemm;
 pub mod group_norm;
 pub mod linear;
@@ -17,7 +18,7 @@ use super::profile::LayerTime;
 use super::{Backend, NoiseKey};
 use crate::error::{Error, Result};
 use crate::model::unet::timestep_embedding;
-use crate::model::{Model, Op, Plan, Resample, View};
+use crate::model::{Model, Op, Plan, View};
 use crate::rng;
 use crate::schedule::{apply_step, StepCoeffs};
 use crate::tensor::Tensor;
@@ -26,7 +27,10 @@ use crate::tensor::Tensor;
 const MEMORY_BUDGET: usize = 2 << 30;
 
 pub struct CpuBackend {
+    /// The model's plan with the GroupNorms the direct convs absorb folded in (fuse.rs).
     plan: Plan,
+    /// For each op, the GroupNorm it applies to its input.
+    norms: Vec<Option<fuse::Norm>>,
     weights: Vec<Tensor>,
     /// 3×3 weights packed for the direct kernel, by parameter index, where it applies.
     packed: Vec<Option<conv_direct::Packed>>,
@@ -67,6 +71,24 @@ where
     }
 }
 
+/// GroupNorm statistics of every (image, group) of n images of `len` values each, at
+/// `buf[i·stride + off..]`, computed in parallel.
+fn norm_stats(buf: &[f32], stride: usize, off: usize, len: usize, n: usize) -> Vec<(f32, f64)> {
+    let per = len / group_norm::GROUPS;
+    let group = |k: usize| {
+        let (i, g) = (k / group_norm::GROUPS, k % group_norm::GROUPS);
+        group_norm::stats(&buf[i * stride + off + g * per..][..per])
+    };
+    let count = n * group_norm::GROUPS;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().map(group).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    (0..count).map(group).collect()
+}
+
 impl CpuBackend {
     pub fn new(model: &Model) -> Self {
         Self::with_plan(model.plan.clone(), model.weights.tensors.clone())
@@ -74,26 +96,34 @@ impl CpuBackend {
 
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
+        let direct = |op: &Op| match *op {
+            Op::Conv { x, k, resample, .. } => {
+                conv_direct::fits_shape(k, resample, plan.slots[x.slot].hw().1)
+            }
+            _ => false,
+        };
+        let (plan, norms) = fuse::fold(&plan, direct);
         let (buf_of, buf_len) = plan.assign_buffers();
         let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
-        let lanes = conv_direct::lanes();
         for op in &plan.ops {
             if let Op::Conv {
                 x,
                 y,
                 w,
-                k: 3,
-                resample: Resample::None,
+                k,
+                resample,
                 ..
             } = *op
             {
-                if plan.slots[x.slot].hw().1 >= lanes && packed[w].is_none() {
+                let width = plan.slots[x.slot].hw().1;
+                if conv_direct::fits_shape(k, resample, width) && packed[w].is_none() {
                     packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
                 }
             }
         }
         CpuBackend {
             plan,
+            norms,
             weights,
             packed,
             buf_of,
@@ -129,7 +159,7 @@ impl CpuBackend {
         &buf[start..start + v.c * h * w]
     }
 
-    fn run_op(&mut self, op: &Op, n: usize) {
+    fn run_op(&mut self, index: usize, op: &Op, n: usize) {
         let parallel = n > 1 && threads() > 1;
         let out_slot = op.writes()[0];
         let ob = self.buf_of[out_slot];
@@ -204,6 +234,12 @@ impl CpuBackend {
                 };
                 let (x_stride, x_off) = place(x);
                 let (y_stride, y_off) = place(y);
+                let fused = this.norms[index].map(|nm| group_norm::Fused {
+                    gamma: w(nm.gamma),
+                    beta: w(nm.beta),
+                    swish: nm.swish,
+                    stats: norm_stats(buf(x.slot), x_stride, x_off, x.c * h * ww, n),
+                });
                 let job = conv::ConvJob {
                     n,
                     x: buf(x.slot),
@@ -224,6 +260,7 @@ impl CpuBackend {
                     y_stride,
                     y_off,
                     packed: this.packed[wi].as_ref(),
+                    norm: fused.as_ref(),
                 };
                 conv::conv2d_batch(&job, &mut out, threads());
             }
@@ -277,7 +314,7 @@ impl CpuBackend {
         }
         let ops = std::mem::take(&mut self.plan.ops);
         for (i, op) in ops.iter().enumerate() {
-            self.run_op(op, n);
+            self.run_op(i, op, n);
             after(i);
         }
         self.plan.ops = ops;
