@@ -1,4 +1,5 @@
-// The page: loads a model (cached with the Cache API), drives the worker, draws results.
+// The page: loads a model (cached with the Cache API), drives the workers, draws results.
+import { WorkerPool } from "./pool.js";
 // Test hooks: inputs #steps #eta #seed #n #skip, buttons #generate #cancel, result canvases in
 // #results, document.body.dataset.state (loading, ready, running, done, error), #status.
 
@@ -11,7 +12,8 @@ const DEFAULT = {
 };
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+// One worker on the GPU; on the CPU backend a pool that splits each batch across the cores.
+const worker = new WorkerPool(new URL("./worker.js", import.meta.url));
 let lastImages = [];
 let t0 = 0;
 
@@ -102,10 +104,12 @@ worker.onmessage = (e) => {
   if (m.type === "loaded") {
     lastLoaded = true;
     const i = m.info;
-    const fallback = i.backend === "cpu" ? " (no WebGPU adapter in use: running on the CPU, which is slow)" : "";
+    const fallback = i.backend === "cpu" ? ` (no WebGPU adapter in use: running on the CPU, ${i.workers} workers)` : "";
     $("device").textContent = `device: ${i.adapter}, backend ${i.backend}${fallback}`;
     $("model-name").textContent += ` · ${(i.params / 1e6).toFixed(2)}M parameters, ${i.resolution}×${i.resolution}×${i.channels}`;
     state("ready", "ready");
+  } else if (m.type === "workers") {
+    document.body.dataset.workersReady = String(m.ready); // the CPU pool, as its workers load
   } else if (m.type === "progress") {
     $("progress").value = m.step / m.total;
     const ms = (performance.now() - t0) / m.step;
@@ -113,6 +117,7 @@ worker.onmessage = (e) => {
     if (m.preview) draw($("preview"), m.preview);
   } else if (m.type === "result") {
     document.body.dataset.gpuBytes = String(m.info.gpuBytes);
+    document.body.dataset.workers = String(m.info.workers ?? 1);
     window.ddimLastResult = m; // for tests and the console: images, raw (NCHW floats), msPerStep
     if (m.kind === "interpolate") {
       draw($("interp"), m.images);

@@ -157,9 +157,13 @@ await test("without WebGPU the page falls back to the CPU and matches the CLI", 
   if (s !== "ready") throw new Error(`load: ${msg}`);
   const device = await page.textContent("#device");
   if (!/backend cpu/.test(device) || !/CPU/.test(device)) throw new Error(`expected the CPU fallback: ${device}`);
+  // A pool of workers splits the batch by sample index; the pixels must not change.
+  await page.waitForFunction(() => Number(document.body.dataset.workersReady) >= 2, null, { timeout: 120_000 });
   await generate(page, { steps: 3, seed: 5, n: 2 });
   const [s2, m2] = await waitState(page, ["done", "error"]);
   if (s2 !== "done") throw new Error(m2);
+  const workers = await page.evaluate(() => document.body.dataset.workers);
+  if (workers !== "2") throw new Error(`the batch of 2 ran on ${workers} worker(s), not 2`);
   compare(await pixels(page, "#results"), ref);
   await page.screenshot({ path: `${REF}/page-cpu.png`, fullPage: true });
   await b.close();
