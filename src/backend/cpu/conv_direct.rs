@@ -197,10 +197,12 @@ impl Rows<'_> {
                                     .read_unaligned()
                             }
                         });
+                        // mul_add_e: fused where the ISA has FMA; WebAssembly's SIMD128 has
+                        // none, and pulp's exact mul_add emulates one lane at a time there.
                         for i in 0..MR {
                             let a = simd.splat_f32s(wt[i]);
                             for v in 0..NV {
-                                acc[i][v] = simd.mul_add_f32s(a, b[v], acc[i][v]);
+                                acc[i][v] = simd.mul_add_e_f32s(a, b[v], acc[i][v]);
                             }
                         }
                     }
