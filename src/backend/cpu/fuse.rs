@@ -17,7 +17,7 @@ pub struct Norm {
 /// folded into it (the conv then reads the norm's input), and for each op of the new plan
 /// the norm it applies. Buffers assigned on the new plan keep the norm's input alive until
 /// the conv has read it.
-pub fn fold(plan: &Plan, direct: impl Fn(&Op) -> bool) -> (Plan, Vec<Option<Norm>>) {
+pub fn fold(plan: &Plan, direct: &impl Fn(&Op) -> bool) -> (Plan, Vec<Option<Norm>>) {
     let n = plan.ops.len();
     let mut into = vec![None; n];
     for (i, op) in plan.ops.iter().enumerate() {

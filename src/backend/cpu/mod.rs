@@ -102,21 +102,12 @@ impl CpuBackend {
             }
             _ => false,
         };
-        let (plan, norms) = fuse::fold(&plan, direct);
+        let (plan, norms) = fuse::fold(&plan, &direct);
         let (buf_of, buf_len) = plan.assign_buffers();
         let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
         for op in &plan.ops {
-            if let Op::Conv {
-                x,
-                y,
-                w,
-                k,
-                resample,
-                ..
-            } = *op
-            {
-                let width = plan.slots[x.slot].hw().1;
-                if conv_direct::fits_shape(k, resample, width) && packed[w].is_none() {
+            if let Op::Conv { x, y, w, .. } = *op {
+                if direct(op) && packed[w].is_none() {
                     packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
                 }
             }

@@ -188,6 +188,7 @@ impl GpuBackend {
         scores: &wgpu::Buffer,
     ) -> Result<(ConvVariant, f64)> {
         let shape = ConvShape::of(&self.plan, op, n).expect("a convolution");
+        let layer = self.plan.layer_name(op);
         let mut built = Vec::new();
         for &v in offered {
             let part = self.activation("split-K parts", conv::part_bytes(&shape, v) as usize / 4);
@@ -203,8 +204,7 @@ impl GpuBackend {
                 part: &part,
                 n,
             };
-            let layer = self.plan.layer_name(op);
-            match conv::dispatches(&ctx, op, v, layer).await {
+            match conv::dispatches(&ctx, op, v, layer.clone()).await {
                 Ok(d) => built.push((v, d)),
                 Err(e) => self
                     .tuner

@@ -135,15 +135,6 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// How many pipelines have been built so far.
-    pub fn len(&self) -> usize {
-        self.built.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.built.is_empty()
-    }
-
     fn create(&mut self, d: &wgpu::Device, key: &Key) -> wgpu::ComputePipeline {
         let file = key.shader.file();
         let module = self

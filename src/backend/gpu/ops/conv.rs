@@ -61,6 +61,9 @@ pub struct ConvShape {
     pub k: usize,
     pub resample: Resample,
     pub batch: usize,
+    /// The output's size, as the plan lays it out.
+    pub ho: usize,
+    pub wo: usize,
 }
 
 impl ConvShape {
@@ -72,6 +75,7 @@ impl ConvShape {
             return None;
         };
         let (h, w) = plan.slots[x.slot].hw();
+        let (ho, wo) = plan.slots[y.slot].hw();
         Some(ConvShape {
             ci: x.c,
             co: y.c,
@@ -80,21 +84,14 @@ impl ConvShape {
             k,
             resample,
             batch,
+            ho,
+            wo,
         })
-    }
-
-    pub fn out_hw(&self) -> (usize, usize) {
-        match self.resample {
-            Resample::None => (self.h, self.w),
-            Resample::Down => (self.h / 2, self.w / 2),
-            Resample::Up => (2 * self.h, 2 * self.w),
-        }
     }
 
     /// N of the implicit GEMM: the batch folded with the output pixels.
     pub fn columns(&self) -> usize {
-        let (ho, wo) = self.out_hw();
-        self.batch * ho * wo
+        self.batch * self.ho * self.wo
     }
 
     /// K of the implicit GEMM.
