@@ -131,6 +131,49 @@ pub fn npz(members: &[(&str, Vec<u8>)], path: &str) -> Result<Vec<u8>> {
     Ok(cursor.into_inner())
 }
 
+/// A stored .npz holding one uint8 array `arr_0` of `shape`, streamed to `path` as `fill`
+/// writes its bytes in C order, so an array larger than memory never sits in memory. Written
+/// under a temporary name and renamed, so a failure leaves no partial file.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn write_npz_u8(
+    path: &std::path::Path,
+    shape: &[usize],
+    fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    let bad = |why: String| Error::Npy {
+        path: path.display().to_string(),
+        why,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let size = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+    let mut write = || -> Result<()> {
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut zw = zip::ZipWriter::new(std::io::BufWriter::new(f));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(size.is_none_or(|s| s >= u32::MAX as u64 - 4096));
+        zw.start_file("arr_0.npy", opts)
+            .map_err(|e| bad(format!("zip member arr_0.npy: {e}")))?;
+        zw.write_all(&header("|u1", shape))
+            .map_err(|e| Error::io(&tmp, e))?;
+        fill(&mut zw)?;
+        let mut out = zw
+            .finish()
+            .map_err(|e| bad(format!("zip directory: {e}")))?;
+        out.flush().map_err(|e| Error::io(&tmp, e))
+    };
+    write()
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

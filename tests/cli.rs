@@ -185,7 +185,7 @@ fn output_kinds_and_resume() {
         "--out",
         dir.to_str().unwrap(),
     ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at sample 1"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 3 batches already complete"));
     for (i, w) in want.iter().enumerate() {
         assert_eq!(
             &std::fs::read(dir.join(format!("{i}.png"))).unwrap(),

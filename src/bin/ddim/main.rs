@@ -4,14 +4,18 @@ mod bench;
 mod builtin;
 mod common;
 mod eval;
+mod folder;
 mod info;
 mod interpolate;
+mod manifest;
 mod output;
+mod pack;
 mod progress;
 mod reconstruct;
 mod sample;
 mod schedule;
 mod serve;
+mod shard;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +41,8 @@ enum Cmd {
     Interpolate(interpolate::Args),
     /// Encode images to x_T with the reversed DDIM ODE, then decode them again.
     Reconstruct(reconstruct::Args),
+    /// Pack a finished sample folder (all shards) into one .npz for FID tools.
+    Pack(pack::Args),
     /// Describe a model (parameters, FLOPs, tensors) or the compute devices.
     Info(info::Args),
     /// Time the network's forward pass on random weights.
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Interpolate(a) => interpolate::run(a),
         Cmd::Reconstruct(a) => reconstruct::run(a),
         Cmd::Info(a) => info::run(a),
+        Cmd::Pack(a) => pack::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Eval(a) => eval::run(a),

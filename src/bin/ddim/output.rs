@@ -102,10 +102,3 @@ pub fn write(kind: Kind, path: &Path, t: &Tensor, first: usize) -> Result<()> {
     }
     Ok(())
 }
-
-/// How many numbered PNGs a folder already holds from 0 on (the resume point).
-pub fn done_in_dir(path: &Path) -> usize {
-    (0..)
-        .take_while(|i| path.join(format!("{i}.png")).is_file())
-        .count()
-}

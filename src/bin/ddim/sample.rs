@@ -1,8 +1,11 @@
 //! `ddim sample`: DDIM (any η) or DDPM sampling to a grid, a folder, .npy or .npz.
 
 use crate::common::{self, ModelArgs, StepArgs};
+use crate::folder::{self, FolderJob};
+use crate::manifest::{self, Manifest, Settings};
 use crate::output::{self, Kind};
 use crate::progress::Bar;
+use crate::shard::Shard;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::image::{self, write_atomic};
@@ -32,8 +35,17 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Also save the predicted x0 of every step: .png (a row per sample) or .npy [S,N,C,H,W].
+    /// Not with a folder --out.
     #[arg(long)]
     sequence: Option<PathBuf>,
+    /// With a folder --out: sample only part I of N (I from 0), split at batch boundaries;
+    /// `auto` reads I and N from the job engine (SLURM or AWS Batch job array, Kubernetes
+    /// Indexed Job, RANK/WORLD_SIZE). Every shard writes the files a single run would.
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<String>,
+    /// The shard count, for engines that do not give it (Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
 }
 
 pub fn load_init(path: &Path, n: Option<usize>, c: usize, r: usize) -> Result<Tensor> {
@@ -68,6 +80,30 @@ pub fn run(a: Args) -> Result<()> {
     if a.n == Some(0) || a.batch == Some(0) {
         return Err(Error::invalid("n", "--n and --batch must be at least 1").into());
     }
+    let shard = match (&a.shard, a.shards) {
+        (Some(spec), shards) => Some(Shard::parse(spec, shards, &|k| std::env::var(k).ok())?),
+        (None, Some(_)) => {
+            return Err(Error::invalid("shards", "--shards goes with --shard auto").into())
+        }
+        (None, None) => None,
+    };
+    if kind != Kind::Dir && shard.is_some() {
+        return Err(Error::invalid(
+            "shard",
+            format!(
+                "--shard writes a folder of PNGs; {} is a file",
+                a.out.display()
+            ),
+        )
+        .into());
+    }
+    if kind == Kind::Dir && a.sequence.is_some() {
+        return Err(Error::invalid(
+            "sequence",
+            "--sequence needs a .png, .npy or .npz --out, not a folder",
+        )
+        .into());
+    }
     let model = common::load(&a.model)?;
     let (c, r) = (
         model.config.model.in_channels,
@@ -81,72 +117,73 @@ pub fn run(a: Args) -> Result<()> {
     let n = init.as_ref().map_or(a.n.unwrap_or(16), |t| t.shape[0]);
     output::check_channels(kind, c)?;
     let mut backend = common::backend(&a.model, &model)?;
-    // A folder is written batch by batch, so by default a batch is what the backend holds.
-    let batch = a.batch.unwrap_or(backend.max_batch()).max(1);
-    let first = if kind == Kind::Dir {
-        output::done_in_dir(&a.out).min(n)
-    } else {
-        0
-    };
-    if first == n {
-        eprintln!("{}: all {n} samples already exist", a.out.display());
+    let mut bar = Bar::new("sampling");
+    if kind == Kind::Dir {
+        // The batch fixes which samples are computed together, so a folder keeps the one it
+        // was started with unless told otherwise (and then refuses, through the manifest).
+        let batch = match (a.batch, manifest::read(&a.out)?) {
+            (Some(b), _) => b,
+            (None, Some(m)) => m.batch,
+            (None, None) => backend.max_batch(),
+        }
+        .clamp(1, n);
+        let m = Manifest::new(&Settings {
+            model: &model,
+            timesteps: &seq,
+            table: &table,
+            eta: a.steps.eta,
+            sampler: &a.steps.sampler,
+            seed: a.seed,
+            n,
+            batch,
+            init: init.as_ref(),
+        });
+        let job = FolderJob {
+            dir: &a.out,
+            shard: &shard.unwrap_or_else(Shard::whole),
+            manifest: &m,
+            table: &table,
+            init: init.as_ref(),
+        };
+        let wrote = folder::run(backend.as_mut(), &job, &mut bar)?;
+        common::print_notes(backend.as_mut());
+        if wrote > 0 {
+            let secs = bar.seconds();
+            eprintln!(
+                "wrote {wrote} samples to {}, {} steps ({} .. {}), {secs:.1} s",
+                a.out.display(),
+                seq.len(),
+                seq[0],
+                seq[seq.len() - 1],
+            );
+        }
         return Ok(());
     }
-    if first > 0 {
-        eprintln!("{}: resuming at sample {first}", a.out.display());
-    }
-    let mut bar = Bar::new("sampling");
-    let mut parts = Vec::new();
-    let mut seqs: Vec<Vec<Tensor>> = Vec::new();
-    // A folder is written batch by batch, so an interrupted run resumes where it stopped.
-    let chunk = if kind == Kind::Dir { batch } else { n };
+    let batch = a.batch.unwrap_or(backend.max_batch()).max(1);
+    let job = Job {
+        table: &table,
+        seed: a.seed,
+        first: 0,
+        n,
+        init: init.as_ref(),
+        batch,
+        keep_x0: a.sequence.is_some(),
+    };
     let per_run = batch.min(backend.max_batch()).max(1);
-    // Each chunk runs in batches of per_run; count them chunk by chunk.
-    let total_steps: usize = (first..n)
-        .step_by(chunk)
-        .map(|s| table.len() * chunk.min(n - s).div_ceil(per_run))
-        .sum();
-    let mut done_before = 0;
-    for start in (first..n).step_by(chunk) {
-        let m = chunk.min(n - start);
-        let init_part = init.as_ref().map(|t| t.slice_batch(start, start + m));
-        let job = Job {
-            table: &table,
-            seed: a.seed,
-            first: start,
-            n: m,
-            init: init_part.as_ref(),
-            batch,
-            keep_x0: a.sequence.is_some(),
-        };
-        let out = sampler::run(backend.as_mut(), &job, c, r, &mut |p| {
-            bar.update(done_before + p.done, total_steps);
-            Ok(())
-        })?;
-        done_before += table.len() * m.div_ceil(per_run);
-        if kind == Kind::Dir {
-            output::write(kind, &a.out, &out.samples, start)?;
-        } else {
-            parts.push(out.samples);
-        }
-        seqs.push(out.x0_seq);
-    }
-    if kind != Kind::Dir {
-        let all = concat(parts);
-        output::write(kind, &a.out, &all, 0)?;
-    }
+    let total_steps = table.len() * n.div_ceil(per_run);
+    let out = sampler::run(backend.as_mut(), &job, c, r, &mut |p| {
+        bar.update(p.done, total_steps);
+        Ok(())
+    })?;
+    output::write(kind, &a.out, &out.samples, 0)?;
     if let Some(s) = &a.sequence {
-        let per_step: Vec<Tensor> = (0..table.len())
-            .map(|k| concat(seqs.iter().map(|b| b[k].clone()).collect()))
-            .collect();
-        write_sequence(s, &per_step)?;
+        write_sequence(s, &out.x0_seq)?;
     }
     common::print_notes(backend.as_mut());
     let secs = bar.seconds();
     eprintln!(
-        "wrote {}: {} samples, {} steps ({} .. {}), {:.1} s ({:.0} ms/step)",
+        "wrote {}: {n} samples, {} steps ({} .. {}), {:.1} s ({:.0} ms/step)",
         a.out.display(),
-        n - first,
         seq.len(),
         seq[0],
         seq[seq.len() - 1],
