@@ -6,6 +6,12 @@
 // owns TM×TN outputs, strided by the thread grid so that neighbouring lanes touch
 // neighbouring addresses. The tile sizes are pipeline constants, set by the host from
 // backend/gpu/ops/tiles.rs, so the dispatch size and the shader cannot disagree.
+//
+// The host declares `Stage`, the type of the staged slices, and `SLICE_SUMS` ahead of this
+// file. For f32 (Stage = f32, SLICE_SUMS = false) products go straight into the f32
+// accumulators. For the mixed precision's f16 arithmetic (Stage = f16, SLICE_SUMS = true)
+// each K slice is multiplied and summed in f16 (BK products per output), and only the
+// slice's sum is added to the f32 accumulator, so rounding error grows with BK, not with K.
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -27,11 +33,12 @@ const MAX_ACC: u32 = 64u;
 // overrides that a size expression creates when more overrides follow it.)
 override A_LEN: u32 = BK * (BM + 1u);
 override B_LEN: u32 = BK * BN;
-var<workgroup> a_s: array<f32, A_LEN>;
-var<workgroup> b_s: array<f32, B_LEN>;
+var<workgroup> a_s: array<Stage, A_LEN>;
+var<workgroup> b_s: array<Stage, B_LEN>;
 var<private> acc: array<f32, MAX_ACC>;
-var<private> ra: array<f32, MAX_LOADS>;
-var<private> rb: array<f32, MAX_LOADS>;
+var<private> slice_acc: array<Stage, MAX_ACC>;
+var<private> ra: array<Stage, MAX_LOADS>;
+var<private> rb: array<Stage, MAX_LOADS>;
 
 fn a_slot(li: u32, r: u32) -> vec2<u32> {
     let e = li + r * THREADS;
@@ -47,12 +54,12 @@ fn fetch(m0: u32, n0: u32, k0: u32, k_end: u32, li: u32) {
     for (var r = 0u; r < LA; r++) {
         let mk = a_slot(li, r);
         let k = k0 + mk.y;
-        ra[r] = select(0.0, a_value(m0 + mk.x, k), k < k_end);
+        ra[r] = Stage(select(0.0, a_value(m0 + mk.x, k), k < k_end));
     }
     for (var r = 0u; r < LB; r++) {
         let e = li + r * THREADS;
         let k = k0 + e / BN;
-        rb[r] = select(0.0, b_value(r, k, n0 + e % BN), k < k_end);
+        rb[r] = Stage(select(0.0, b_value(r, k, n0 + e % BN), k < k_end));
     }
 }
 
@@ -77,9 +84,14 @@ fn gemm_tile(m0: u32, n0: u32, k_begin: u32, k_end: u32, li: u32) {
         if (next < k_end) {
             fetch(m0, n0, next, k_end, li);
         }
+        if (SLICE_SUMS) {
+            for (var i = 0u; i < TM * TN; i++) {
+                slice_acc[i] = Stage(0.0);
+            }
+        }
         for (var kk = 0u; kk < BK; kk++) {
-            var a: array<f32, 8>;
-            var b: array<f32, 8>;
+            var a: array<Stage, 8>;
+            var b: array<Stage, 8>;
             for (var i = 0u; i < TM; i++) {
                 a[i] = a_s[kk * (BM + 1u) + ty + i * (BM / TM)];
             }
@@ -88,8 +100,17 @@ fn gemm_tile(m0: u32, n0: u32, k_begin: u32, k_end: u32, li: u32) {
             }
             for (var i = 0u; i < TM; i++) {
                 for (var j = 0u; j < TN; j++) {
-                    acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]);
+                    if (SLICE_SUMS) {
+                        slice_acc[i * TN + j] = fma(a[i], b[j], slice_acc[i * TN + j]);
+                    } else {
+                        acc[i * TN + j] = fma(f32(a[i]), f32(b[j]), acc[i * TN + j]);
+                    }
                 }
+            }
+        }
+        if (SLICE_SUMS) {
+            for (var i = 0u; i < TM * TN; i++) {
+                acc[i] += f32(slice_acc[i]);
             }
         }
         workgroupBarrier();

@@ -5,6 +5,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::device::{auto_adapter, describe, Gpu};
+use crate::backend::gpu::precision::{Arith, Precision};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{Backend, NoiseKey};
 use crate::error::Error;
@@ -28,6 +29,8 @@ struct Inner {
     model: Model,
     engine: Engine,
     adapter: String,
+    /// The precision last asked for (the GPU engine settles it on the first sample).
+    precision: Precision,
 }
 
 /// A loaded model on its device.
@@ -219,6 +222,23 @@ impl Inner {
         n: usize,
     ) -> Result<JsValue, JsValue> {
         let table = step_options(o, &self.model)?;
+        let precision: Precision = get(o, "precision")
+            .and_then(|v| v.as_string())
+            .unwrap_or_else(|| "f32".into())
+            .parse()
+            .map_err(js_err)?;
+        // Mixed in the browser: f16 arithmetic where the adapter has shader-f16 (wgpu maps
+        // no cooperative matrices to WebGPU), else f32; the CPU engine is always f32.
+        let arith = match &mut self.engine {
+            Engine::Gpu(g) => {
+                if precision != self.precision {
+                    g.set_precision(precision).await.map_err(js_err)?;
+                    self.precision = precision;
+                }
+                g.arith().name()
+            }
+            Engine::Cpu(_) => Arith::F32.name(),
+        };
         let on_step: Option<Function> = get(o, "onStep").and_then(|f| f.dyn_into().ok());
         let every = count(o, "previewEvery", 0)?;
         let signal: Option<web_sys::AbortSignal> = get(o, "signal").and_then(|s| s.dyn_into().ok());
@@ -293,6 +313,7 @@ impl Inner {
         Reflect::set(&out, &"images".into(), &images(&all)?.into())?;
         Reflect::set(&out, &"raw".into(), &Float32Array::from(&all.data[..]))?;
         Reflect::set(&out, &"msPerStep".into(), &ms_per_step.into())?;
+        Reflect::set(&out, &"precision".into(), &arith.into())?;
         Ok(out.into())
     }
 }
@@ -386,6 +407,7 @@ impl Ddim {
                 model,
                 engine,
                 adapter: name,
+                precision: Precision::F32,
             }))),
         })
     }
@@ -433,8 +455,9 @@ impl Ddim {
         Ok(o.into())
     }
 
-    /// Sample: { steps, eta, skip, seed, n, first, clip, sampler, onStep, previewEvery,
-    /// signal }. `first` numbers the samples from there (default 0): the noise is keyed by
+    /// Sample: { steps, eta, skip, seed, n, first, clip, sampler, precision, onStep,
+    /// previewEvery, signal }. `precision`: "f32" (default) or "mixed"; the result's
+    /// `precision` says what ran. `first` numbers the samples from there (default 0): the noise is keyed by
     /// sample index, so workers that split a batch by index make the very same images.
     // The borrow is held across awaits on purpose: it is the lock that refuses a second
     // concurrent call (try_borrow_mut fails with "busy") instead of interleaving two runs.

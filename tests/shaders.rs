@@ -28,7 +28,7 @@ fn every_module_validates() {
     }
 }
 
-fn specialise(key: &Key, half: bool) {
+fn specialise(key: &Key, half: bool) -> Vec<u32> {
     let (m, info) = module(key.shader, half);
     let mut constants = naga::back::PipelineConstants::default();
     for &(name, v) in &key.constants {
@@ -43,7 +43,7 @@ fn specialise(key: &Key, half: bool) {
         entry_point: key.entry.to_string(),
     };
     naga::back::spv::write_vec(&m, &info, &Default::default(), Some(&pipeline))
-        .unwrap_or_else(|e| panic!("{key:?}: SPIR-V: {e:?}"));
+        .unwrap_or_else(|e| panic!("{key:?}: SPIR-V: {e:?}"))
 }
 
 #[test]
@@ -52,8 +52,37 @@ fn every_pipeline_specialises_and_compiles_to_spirv() {
     assert!(keys.len() > 40, "only {} pipelines", keys.len());
     for key in &keys {
         specialise(key, false);
-        if matches!(key.shader, Shader::ConvDirect | Shader::ConvGemm) {
+        if key.shader.is_conv() {
             specialise(key, true);
+        }
+    }
+}
+
+/// The tensor-core kernel really multiplies on cooperative matrices: its SPIR-V declares
+/// the capability and holds the multiply-add, for every tile and subgroup size offered.
+#[test]
+fn the_tensor_core_kernel_compiles_to_cooperative_matrix_spirv() {
+    const CAPABILITY_COOPERATIVE_MATRIX_KHR: u32 = 6022;
+    const OP_COOPERATIVE_MATRIX_MUL_ADD_KHR: u32 = 4459;
+    let coop: Vec<Key> = every_key()
+        .into_iter()
+        .filter(|k| k.shader == Shader::ConvCoop)
+        .collect();
+    assert!(coop.len() >= 28, "{} coop pipelines", coop.len());
+    for key in &coop {
+        for half in [false, true] {
+            let words = specialise(key, half);
+            let has_op = |op: u32| words.iter().any(|&w| w & 0xffff == op);
+            assert!(
+                words
+                    .windows(2)
+                    .any(|w| w[0] == (2 << 16 | 17) && w[1] == CAPABILITY_COOPERATIVE_MATRIX_KHR),
+                "{key:?}: no CooperativeMatrixKHR capability"
+            );
+            assert!(
+                has_op(OP_COOPERATIVE_MATRIX_MUL_ADD_KHR),
+                "{key:?}: no multiply-add"
+            );
         }
     }
 }

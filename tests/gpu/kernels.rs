@@ -42,6 +42,50 @@ fn every_conv_variant_matches_its_twin() {
     eprintln!("{checked} conv cases");
 }
 
+/// The mixed precision's kernels (tensor cores where the adapter has them, else f16
+/// arithmetic) held to the f32 CPU twin on the same odd shapes, within what f16 rounding of
+/// the inputs allows. Skipped, with a line, on adapters with neither.
+#[test]
+fn every_mixed_conv_variant_matches_its_twin() {
+    let Some(mut g) = gpu() else { return };
+    let mut checked = 0;
+    for &(ci, co, h, w) in &[(3, 32, 7, 5), (96, 33, 6, 4), (64, 130, 4, 4)] {
+        for &(k, r) in &[
+            (3, Resample::None),
+            (1, Resample::None),
+            (3, Resample::Down),
+            (3, Resample::Up),
+        ] {
+            if r == Resample::Down && (h % 2 == 1 || w % 2 == 1) {
+                continue;
+            }
+            let (slots, op) = offset_conv(ci, co, h, w, k, r);
+            let n = 3;
+            for v in offered_mixed(&g, &op, &slots, n) {
+                let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} {}", v.name());
+                let params = vec![vec![co, ci, k, k], vec![co]];
+                // f16 keeps 11 bits: about 5e-4 per rounded input, summed over up to 864 terms.
+                g = twin_with(
+                    g,
+                    &what,
+                    slots.clone(),
+                    params,
+                    op.clone(),
+                    n,
+                    1e-2,
+                    Some(v),
+                    false,
+                );
+                checked += 1;
+            }
+        }
+    }
+    if checked == 0 {
+        eprintln!("skipped: this adapter has neither cooperative matrices nor shader-f16");
+    }
+    eprintln!("{checked} mixed conv cases");
+}
+
 /// A plain conv (no offsets, temb or residual) with the adapter's default kernel.
 #[test]
 fn plain_conv_matches_its_twin() {

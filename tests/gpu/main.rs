@@ -3,16 +3,18 @@
 //! are skipped, unless DDIM_REQUIRE_GPU is set (CI sets it), in which case they fail.
 //!
 //! One test binary (`cargo test --test gpu`), so the GPU machine's prebuilt copy runs them
-//! all; its modules: `twins.rs` (the harness), `kernels.rs`, `model.rs`, `tuner.rs`.
+//! all; its modules: `twins.rs` (the harness), `kernels.rs`, `model.rs`, `tuner.rs`,
+//! `precision.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod kernels;
 mod model;
+mod precision;
 mod tuner;
 mod twins;
 
-use twins::{map, offered, offset_conv, twin, twin_with};
+use twins::{map, offered, offered_mixed, offset_conv, twin, twin_with};
 
 use common::{
     assert_close, fixture, get, max_rel, randn, read_tensors, sample_uniform, shipped_model,
@@ -21,6 +23,7 @@ use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::Gpu;
 use ddim_webgpu::backend::gpu::ops::conv::{variants, ConvShape, ConvVariant};
 use ddim_webgpu::backend::gpu::ops::tiles::CONV_TILES;
+use ddim_webgpu::backend::gpu::precision::{coop_unavailable, fixed_subgroup, Arith, Precision};
 use ddim_webgpu::backend::gpu::tune::Tune;
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::{Backend, NoiseKey};

@@ -87,6 +87,9 @@ pub fn twin_with(
         f16 && has_f16 && is_conv,
         "{what}: f16 weights"
     );
+    if let Some(v) = conv {
+        g.force_arith(v.arith());
+    }
     g.set_conv(conv);
     let got = pollster::block_on(g.execute(n, &refs, out)).unwrap();
     // Compare only the channels the op wrote.
@@ -163,8 +166,29 @@ pub fn offset_conv(
     (slots, op)
 }
 
-/// Every variant the tuner may pick for a conv of this shape on this adapter.
+/// Every variant the tuner may pick for a conv of this shape on this adapter, in f32.
 pub fn offered(g: &Gpu, op: &Op, slots: &[Slot], n: usize) -> Vec<ConvVariant> {
+    offered_in(g, op, slots, n, Arith::F32)
+}
+
+/// The reduced-precision variants the mixed mode adds on this adapter: the tensor-core ones
+/// where it has cooperative matrices, the f16-arithmetic ones where it has shader-f16.
+pub fn offered_mixed(g: &Gpu, op: &Op, slots: &[Slot], n: usize) -> Vec<ConvVariant> {
+    let props = g.adapter.cooperative_matrix_properties();
+    let arith = if coop_unavailable(g.features, &props, &g.info).is_none() {
+        Arith::Coop
+    } else if g.features.contains(wgpu::Features::SHADER_F16) {
+        Arith::F16
+    } else {
+        return vec![];
+    };
+    offered_in(g, op, slots, n, arith)
+        .into_iter()
+        .filter(|v| v.arith() != Arith::F32)
+        .collect()
+}
+
+fn offered_in(g: &Gpu, op: &Op, slots: &[Slot], n: usize, arith: Arith) -> Vec<ConvVariant> {
     let plan = Plan {
         config: dummy_config(),
         params: vec![],
@@ -174,5 +198,6 @@ pub fn offered(g: &Gpu, op: &Op, slots: &[Slot], n: usize) -> Vec<ConvVariant> {
         temb: 0,
         output: 0,
     };
-    variants(&ConvShape::of(&plan, op, n).unwrap(), &g.limits)
+    let shape = ConvShape::of(&plan, op, n).unwrap();
+    variants(&shape, &g.limits, arith, fixed_subgroup(&g.info))
 }

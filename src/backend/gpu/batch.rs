@@ -131,7 +131,11 @@ impl GpuBackend {
         scores: &wgpu::Buffer,
     ) -> Result<(Vec<Choice>, Vec<Option<ConvVariant>>)> {
         let software = is_software(&self.gpu.info);
-        let precision = if self.half { "f32, f16 weights" } else { "f32" };
+        let precision = format!(
+            "{}{}",
+            self.arith.name(),
+            if self.half { ", f16 weights" } else { "" }
+        );
         let mut choices: Vec<Choice> = Vec::new();
         let mut by_shape: HashMap<ConvShape, ConvVariant> = HashMap::new();
         let mut conv_of = vec![None; self.plan.ops.len()];
@@ -144,17 +148,23 @@ impl GpuBackend {
                 conv_of[i] = Some(*v);
                 continue;
             }
-            let offered = conv::variants(&shape, &self.gpu.limits);
+            let offered = conv::variants(&shape, &self.gpu.limits, self.arith, self.subgroup);
             // A forced variant runs where it can; other layers keep the usual choice.
             let (variant, how, ms) = match self.forced.filter(|v| offered.contains(v)) {
                 Some(v) => (v, "forced", None),
                 None if self.tuner.mode == Tune::Off => (
-                    conv::default_variant(&shape, &self.gpu.limits, software),
+                    conv::default_variant(
+                        &shape,
+                        &self.gpu.limits,
+                        software,
+                        self.arith,
+                        self.subgroup,
+                    ),
                     "default",
                     None,
                 ),
                 None => {
-                    let key = tune::entry_key(&self.gpu.info, &shape, precision);
+                    let key = tune::entry_key(&self.gpu.info, &shape, &precision);
                     match self.tuner.lookup(&key, &offered) {
                         Some(v) => (v, "cached", None),
                         None => {

@@ -38,13 +38,8 @@ fn instance() -> wgpu::Instance {
 }
 
 /// Every adapter wgpu can see, for `ddim info --devices`.
-pub async fn adapters() -> Vec<(wgpu::AdapterInfo, wgpu::Limits, wgpu::Features)> {
-    instance()
-        .enumerate_adapters(wgpu::Backends::all())
-        .await
-        .into_iter()
-        .map(|a| (a.get_info(), a.limits(), a.features()))
-        .collect()
+pub async fn adapters() -> Vec<wgpu::Adapter> {
+    instance().enumerate_adapters(wgpu::Backends::all()).await
 }
 
 /// The adapter `auto` runs on: a hardware GPU, or why there is none. A software adapter
@@ -72,8 +67,17 @@ impl Gpu {
             .ok()
     }
 
-    /// Open a device on `adapter` with the limits our kernels need.
+    /// Open a device on `adapter` with the limits our kernels need, for f32.
     pub async fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::open_for(adapter, super::precision::Precision::F32).await
+    }
+
+    /// Open a device for a precision: the mixed one also asks for cooperative matrices and
+    /// subgroups where the adapter has them.
+    pub async fn open_for(
+        adapter: wgpu::Adapter,
+        precision: super::precision::Precision,
+    ) -> Result<Gpu> {
         let have = adapter.limits();
         let info = adapter.get_info();
         let need_buffers = 8;
@@ -93,13 +97,27 @@ impl Gpu {
         limits.max_compute_workgroup_size_x = 256.min(have.max_compute_workgroup_size_x);
         // Larger GEMM tiles need more than WebGPU's default 16 KiB; ask for what is there.
         limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size;
-        let optional = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let mut optional = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;
+        let mixed = precision == super::precision::Precision::Mixed;
+        if mixed {
+            optional |= coop;
+        }
         let features = adapter.features() & optional;
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: wgpu marks cooperative matrices experimental (its implementation may
+            // still have bugs). They are asked for only in the mixed precision, whose kernels
+            // must pass a self-check against f32 on this device before they are used.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ddim"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features: experimental,
                 ..Default::default()
             })
             .await

@@ -12,7 +12,9 @@ pub mod device;
 mod encode;
 pub mod ops;
 pub mod pipelines;
+pub mod precision;
 mod profile;
+mod self_check;
 pub mod tune;
 
 use super::{Backend, NoiseKey};
@@ -25,6 +27,7 @@ use batch::Batch;
 pub use batch::Choice;
 use device::{describe, is_software, Gpu};
 use ops::conv::{self, ConvShape, ConvVariant};
+use precision::{Arith, Precision};
 use tune::{Tune, Tuner};
 use wgpu::util::DeviceExt;
 
@@ -54,6 +57,16 @@ pub struct GpuBackend {
     max_batch: usize,
     forced: Option<ConvVariant>,
     tuner: Tuner,
+    /// What the convolutions compute with (the resolved `--precision`).
+    arith: Arith,
+    /// The adapter's subgroup size, where it is fixed (the tensor-core kernel needs it).
+    subgroup: Option<u32>,
+    /// Self-check results by mode, so a device is checked once per mode.
+    checked: std::collections::HashMap<Arith, std::result::Result<f32, String>>,
+    /// Make this mode's self-check disagree (tests of the fallback only).
+    fault: Option<Arith>,
+    /// What the user should hear about the precision, once.
+    precision_notes: Vec<String>,
     /// Host time spent encoding and submitting steps (not waiting for the device).
     #[cfg(not(target_arch = "wasm32"))]
     pub host_time: std::time::Duration,
@@ -98,21 +111,37 @@ fn f16_weights(gpu: &Gpu, plan: &Plan, weights: &[Tensor]) -> Vec<Option<Vec<u16
 impl GpuBackend {
     /// Open the best adapter (software ones included) and prepare the model on it.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn new(model: &Model) -> Result<Self> {
+    pub fn new(model: &Model, precision: Precision) -> Result<Self> {
         let adapter = pollster::block_on(Gpu::adapter())
             .ok_or_else(|| Error::Backend("no GPU adapter found (wgpu saw none)".into()))?;
-        Self::with_adapter(model, adapter)
+        Self::with_adapter(model, adapter, precision)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn with_adapter(model: &Model, adapter: wgpu::Adapter) -> Result<Self> {
-        pollster::block_on(Self::create(model, adapter))
+    pub fn with_adapter(
+        model: &Model,
+        adapter: wgpu::Adapter,
+        precision: Precision,
+    ) -> Result<Self> {
+        pollster::block_on(Self::create_with(model, adapter, precision))
     }
 
-    /// Open a device on `adapter` and prepare the model on it.
+    /// Open a device on `adapter` and prepare the model on it, in f32.
     pub async fn create(model: &Model, adapter: wgpu::Adapter) -> Result<Self> {
-        let gpu = Gpu::open(adapter).await?;
-        Self::with_plan(gpu, model.plan.clone(), &model.weights.tensors).await
+        Self::create_with(model, adapter, Precision::F32).await
+    }
+
+    /// Open a device on `adapter` (with cooperative matrices when `precision` may use them),
+    /// prepare the model, and settle the precision (running its self-checks).
+    pub async fn create_with(
+        model: &Model,
+        adapter: wgpu::Adapter,
+        precision: Precision,
+    ) -> Result<Self> {
+        let gpu = Gpu::open_for(adapter, precision).await?;
+        let mut b = Self::with_plan(gpu, model.plan.clone(), &model.weights.tensors).await?;
+        b.set_precision(precision).await?;
+        Ok(b)
     }
 
     /// Prepare any plan (the twin tests run single-op plans). The tuner follows `DDIM_TUNE`,
@@ -194,6 +223,11 @@ impl GpuBackend {
             max_batch,
             forced: None,
             tuner: Tuner::new(mode, tune::default_path()),
+            arith: Arith::F32,
+            subgroup: None,
+            checked: Default::default(),
+            fault: None,
+            precision_notes: Vec::new(),
             #[cfg(not(target_arch = "wasm32"))]
             host_time: Default::default(),
             batch: None,
@@ -247,9 +281,10 @@ impl GpuBackend {
         std::mem::take(&mut self.tuner.warnings)
     }
 
-    /// Every convolution variant this device can run for a layer shape.
+    /// Every convolution variant this device can run for a layer shape at the current
+    /// precision.
     pub fn conv_variants(&self, shape: &ConvShape) -> Vec<ConvVariant> {
-        conv::variants(shape, &self.gpu.limits)
+        conv::variants(shape, &self.gpu.limits, self.arith, self.subgroup)
     }
 
     /// The kernel of each convolution shape at the prepared batch size.
@@ -401,13 +436,17 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
         let half = if self.half { ", f16 conv weights" } else { "" };
+        let arith = match self.arith {
+            Arith::F32 => String::new(),
+            a => format!(", mixed precision: {}", a.name()),
+        };
         let tune = match (self.forced, self.tuner.mode) {
             (Some(v), _) => format!("conv {}", v.name()),
             (None, Tune::Off) => "default kernels".into(),
             (None, Tune::Quick) => "tuned (quick)".into(),
             (None, Tune::Full) => "tuned (full)".into(),
         };
-        format!("gpu: {}{half}, {tune}", describe(&self.gpu.info))
+        format!("gpu: {}{half}{arith}, {tune}", describe(&self.gpu.info))
     }
 
     fn max_batch(&self) -> usize {
@@ -529,7 +568,8 @@ impl Backend for GpuBackend {
     }
 
     fn notes(&mut self) -> Vec<String> {
-        let mut out = self.take_warnings();
+        let mut out = std::mem::take(&mut self.precision_notes);
+        out.extend(self.take_warnings());
         let t = &mut self.tuner;
         if t.timed > t.announced {
             out.push(format!(

@@ -21,6 +21,11 @@ pub enum Shader {
     ConvDirect,
     /// conv2d_gemm.wgsl: the register-tiled implicit GEMM, with split-K.
     ConvGemm,
+    /// conv2d_gemm.wgsl with f16 slices and f16 arithmetic within each K slice
+    /// (`--precision mixed` on devices with shader-f16).
+    ConvGemmF16,
+    /// conv2d_coop.wgsl: tensor cores through cooperative matrices (`--precision mixed`).
+    ConvCoop,
     GroupNorm,
     Linear,
     Attention,
@@ -36,7 +41,8 @@ impl Shader {
     pub fn file(self) -> &'static str {
         match self {
             Shader::ConvDirect => "conv2d.wgsl",
-            Shader::ConvGemm => "conv2d_gemm.wgsl",
+            Shader::ConvGemm | Shader::ConvGemmF16 => "conv2d_gemm.wgsl",
+            Shader::ConvCoop => "conv2d_coop.wgsl",
             Shader::GroupNorm => "group_norm.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::Attention => "attention.wgsl",
@@ -46,21 +52,42 @@ impl Shader {
     }
 
     /// The module's text as the device gets it. The convolutions read weights of type
-    /// `Weight`, declared here.
+    /// `Weight`, and the GEMM loop stages slices of type `Stage`; both are declared here.
     pub fn wgsl(self, half: bool) -> String {
-        let weight = if half {
-            "enable f16;\nalias Weight = f16;\n"
-        } else {
-            "alias Weight = f32;\n"
-        };
-        match self {
+        let f16_math = matches!(self, Shader::ConvGemmF16 | Shader::ConvCoop);
+        let mut head = String::new();
+        if half || f16_math {
+            head += "enable f16;\n";
+        }
+        if self.is_conv() {
+            head += if half {
+                "alias Weight = f16;\n"
+            } else {
+                "alias Weight = f32;\n"
+            };
+        }
+        if matches!(
+            self,
+            Shader::ConvGemm | Shader::ConvGemmF16 | Shader::Attention
+        ) {
+            head += if f16_math {
+                "alias Stage = f16;\nconst SLICE_SUMS: bool = true;\n"
+            } else {
+                "alias Stage = f32;\nconst SLICE_SUMS: bool = false;\n"
+            };
+        }
+        let body = match self {
             Shader::ConvDirect => format!(
-                "{weight}{CONV_COMMON}\n{}",
+                "{CONV_COMMON}\n{}",
                 include_str!("../../../shaders/conv2d.wgsl")
             ),
-            Shader::ConvGemm => format!(
-                "{weight}{CONV_COMMON}\n{GEMM_TILE}\n{}",
+            Shader::ConvGemm | Shader::ConvGemmF16 => format!(
+                "{CONV_COMMON}\n{GEMM_TILE}\n{}",
                 include_str!("../../../shaders/conv2d_gemm.wgsl")
+            ),
+            Shader::ConvCoop => format!(
+                "{CONV_COMMON}\n{}",
+                include_str!("../../../shaders/conv2d_coop.wgsl")
             ),
             Shader::GroupNorm => include_str!("../../../shaders/group_norm.wgsl").into(),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl").into(),
@@ -70,7 +97,23 @@ impl Shader {
             ),
             Shader::Resample => include_str!("../../../shaders/resample.wgsl").into(),
             Shader::Step => format!("{RNG}\n{}", include_str!("../../../shaders/ddim_step.wgsl")),
+        };
+        // Enable directives must come first: the coop kernel's own goes after ours.
+        match body.find("enable wgpu_cooperative_matrix;") {
+            Some(_) => format!(
+                "enable wgpu_cooperative_matrix;\n{head}{}",
+                body.replace("enable wgpu_cooperative_matrix;", "")
+            ),
+            None => format!("{head}{body}"),
         }
+    }
+
+    /// The convolution modules (they read `Weight`).
+    pub fn is_conv(self) -> bool {
+        matches!(
+            self,
+            Shader::ConvDirect | Shader::ConvGemm | Shader::ConvGemmF16 | Shader::ConvCoop
+        )
     }
 
     /// The bindings, in order, of every entry point of the module.
@@ -78,7 +121,10 @@ impl Shader {
         use Bind::*;
         match self {
             Shader::ConvDirect => &[Uniform, Read, Read, Read, Read, Read, Write],
-            Shader::ConvGemm => &[Uniform, Read, Read, Read, Read, Read, Write, Write],
+            Shader::ConvGemm | Shader::ConvGemmF16 => {
+                &[Uniform, Read, Read, Read, Read, Read, Write, Write]
+            }
+            Shader::ConvCoop => &[Uniform, Read, Read, Read, Read, Read, Write],
             Shader::GroupNorm | Shader::Linear => &[Uniform, Read, Read, Read, Write],
             Shader::Attention => &[Uniform, Read, Read, Read, Write, Write],
             Shader::Resample => &[Uniform, Read, Write],
@@ -87,9 +133,11 @@ impl Shader {
     }
 
     /// Every module the engine can build, for validation without a device.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 9] = [
         Shader::ConvDirect,
         Shader::ConvGemm,
+        Shader::ConvGemmF16,
+        Shader::ConvCoop,
         Shader::GroupNorm,
         Shader::Linear,
         Shader::Attention,

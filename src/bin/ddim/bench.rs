@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args as ClapArgs;
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::ops::conv::{ConvShape, ConvVariant};
+use ddim_webgpu::backend::gpu::precision::Precision;
 use ddim_webgpu::backend::gpu::tune::{self, Tune};
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::profile::{by_family, LayerTime};
@@ -60,6 +61,10 @@ pub struct Args {
     /// GPUs, off on software adapters).
     #[arg(long)]
     tune: Option<String>,
+    /// GPU precisions to time, comma-separated: f32 (held to the official code) and mixed
+    /// (tensor cores, else f16 arithmetic, else f32; the report says which ran).
+    #[arg(long, value_delimiter = ',', default_value = "f32,mixed")]
+    precision: Vec<String>,
     /// One JSON line per measurement instead of text.
     #[arg(long)]
     json: bool,
@@ -115,8 +120,8 @@ fn time_sample(be: &mut dyn Backend, model: &Model, n: usize, steps: usize) -> R
 }
 
 /// The host's share of a GPU step: time spent encoding and submitting, against the wall time.
-fn host_cost(model: &Model, n: usize, steps: usize, a: &Args) -> Result<()> {
-    let mut g = gpu_backend(model, a)?;
+fn host_cost(model: &Model, n: usize, steps: usize, a: &Args, p: Precision) -> Result<()> {
+    let mut g = gpu_backend(model, a, p)?;
     let wall = time_sample(&mut g, model, n, steps)?;
     let host = g.host_time.as_secs_f64();
     println!(
@@ -128,8 +133,11 @@ fn host_cost(model: &Model, n: usize, steps: usize, a: &Args) -> Result<()> {
     Ok(())
 }
 
-fn gpu_backend(model: &Model, a: &Args) -> Result<GpuBackend> {
-    let mut g = GpuBackend::new(model)?;
+fn gpu_backend(model: &Model, a: &Args, p: Precision) -> Result<GpuBackend> {
+    let mut g = GpuBackend::new(model, p)?;
+    for n in g.notes() {
+        eprintln!("{n}");
+    }
     if let Some(t) = &a.tune {
         g.set_tuning(t.parse::<Tune>()?, tune::default_path());
     }
@@ -196,16 +204,29 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = parse_config(&text, &a.config.display().to_string(), None)?;
     let model = random_model(cfg, 0);
     let gflop_per_image = 2.0 * model.plan.macs_per_image() as f64 / 1e9;
-    let mut rows = Vec::new();
+    let precisions: Vec<Precision> = a
+        .precision
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()?;
+    // The CPU has one precision; the GPU is timed at each one asked for.
+    let mut runs: Vec<(&str, Precision)> = Vec::new();
     for name in &a.backends {
-        let mut be: Box<dyn Backend> = match name.as_str() {
-            "cpu" => Box::new(CpuBackend::new(&model)),
-            "gpu" => Box::new(gpu_backend(&model, &a)?),
+        match name.as_str() {
+            "cpu" => runs.push(("cpu", Precision::F32)),
+            "gpu" => runs.extend(precisions.iter().map(|&p| ("gpu", p))),
             other => {
                 return Err(
                     Error::invalid("backends", format!("{other:?} (expected cpu or gpu)")).into(),
                 )
             }
+        }
+    }
+    let mut rows = Vec::new();
+    for (name, precision) in runs {
+        let mut be: Box<dyn Backend> = match name {
+            "cpu" => Box::new(CpuBackend::new(&model)),
+            _ => Box::new(gpu_backend(&model, &a, precision)?),
         };
         let label = format!("{name}: {}", be.describe());
         for &n in &a.batch {
@@ -217,7 +238,7 @@ pub fn run(a: Args) -> Result<()> {
             if let Some(s) = a.sample_steps {
                 sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
                 if name == "gpu" {
-                    host_cost(&model, n.min(mb), s, &a)?;
+                    host_cost(&model, n.min(mb), s, &a, precision)?;
                 }
             }
             rows.push(Row {
@@ -229,7 +250,7 @@ pub fn run(a: Args) -> Result<()> {
             report(&a, rows.last().unwrap(), gflop_per_image);
         }
         if a.profile {
-            profile(&model, &a, name)?;
+            profile(&model, &a, name, precision)?;
         }
     }
     if let Some(py) = &a.onnxruntime {
@@ -307,7 +328,7 @@ fn report(a: &Args, r: &Row, gflop_per_image: f64) {
 /// Per kernel family and per layer (with the kernel variant that ran it, on the GPU): where
 /// one forward pass at the first batch size spends its time; on the GPU also how each
 /// convolution's kernel was chosen.
-fn profile(model: &Model, a: &Args, backend: &str) -> Result<()> {
+fn profile(model: &Model, a: &Args, backend: &str, precision: Precision) -> Result<()> {
     let n = a.batch[0];
     let (c, r) = (
         model.config.model.in_channels,
@@ -325,7 +346,7 @@ fn profile(model: &Model, a: &Args, backend: &str) -> Result<()> {
         );
         return Ok(());
     }
-    let mut g = gpu_backend(model, a)?;
+    let mut g = gpu_backend(model, a, precision)?;
     let n = n.min(g.max_batch());
     let x = initial_noise(1, 0, n, c, r);
     pollster::block_on(g.profile(&x, &t[..n]))?;

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
 use ddim_webgpu::backend::cpu::CpuBackend;
 use ddim_webgpu::backend::gpu::device::auto_adapter;
+use ddim_webgpu::backend::gpu::precision::Precision;
 use ddim_webgpu::backend::gpu::tune::{self, Tune};
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::Backend;
@@ -32,6 +33,12 @@ pub struct ModelArgs {
     /// $DDIM_TUNE, else quick on hardware GPUs and off on software adapters.
     #[arg(long)]
     pub tune: Option<String>,
+    /// f32 (default; held to the official code) or mixed: f16 inputs on the GPU's tensor
+    /// cores where it has cooperative matrices, else f16 arithmetic where it has shader-f16,
+    /// else f32. Each mode checks itself against f32 on the device first; stderr says which
+    /// ran. The CPU backend always runs f32.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -90,20 +97,33 @@ pub fn load(args: &ModelArgs) -> Result<Model> {
 /// The backend to run on. `auto` takes a hardware GPU when there is one (the library's
 /// `auto_adapter` rule, which the web module shares).
 pub fn backend(args: &ModelArgs, model: &Model) -> Result<Box<dyn Backend>> {
-    let cpu = || -> Box<dyn Backend> { Box::new(CpuBackend::new(model)) };
     let tune: Option<Tune> = args.tune.as_deref().map(str::parse).transpose()?;
+    let precision: Precision = args.precision.parse()?;
+    let cpu = || -> Box<dyn Backend> {
+        if precision == Precision::Mixed {
+            eprintln!("precision mixed: the CPU backend runs f32");
+        }
+        Box::new(CpuBackend::new(model))
+    };
     let gpu = |mut b: GpuBackend, how: &str| -> Box<dyn Backend> {
         if let Some(t) = tune {
             b.set_tuning(t, tune::default_path());
         }
         eprintln!("backend: {}{how}", b.describe());
+        // What the precision came to, and why, before the work starts.
+        for n in b.notes() {
+            eprintln!("{n}");
+        }
         Box::new(b)
     };
     match args.backend {
         BackendKind::Cpu => Ok(cpu()),
-        BackendKind::Gpu => Ok(gpu(GpuBackend::new(model)?, "")),
+        BackendKind::Gpu => Ok(gpu(GpuBackend::new(model, precision)?, "")),
         BackendKind::Auto => match pollster::block_on(auto_adapter()) {
-            Ok(a) => Ok(gpu(GpuBackend::with_adapter(model, a)?, " (auto)")),
+            Ok(a) => Ok(gpu(
+                GpuBackend::with_adapter(model, a, precision)?,
+                " (auto)",
+            )),
             Err(why) => {
                 let b = cpu();
                 eprintln!("backend: {} (auto: {why})", b.describe());

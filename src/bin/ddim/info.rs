@@ -3,6 +3,7 @@
 use crate::common::{self, BackendKind, ModelArgs};
 use anyhow::Result;
 use clap::Args as ClapArgs;
+use ddim_webgpu::backend::gpu::precision::coop_unavailable;
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
@@ -29,7 +30,8 @@ pub fn run(a: Args) -> Result<()> {
         if adapters.is_empty() {
             println!("gpu: no adapter found");
         }
-        for (info, l, f) in adapters {
+        for a in adapters {
+            let (info, l, f) = (a.get_info(), a.limits(), a.features());
             let soft = if ddim_webgpu::backend::gpu::device::is_software(&info) {
                 " (software: `--backend auto` prefers the CPU)"
             } else {
@@ -54,6 +56,31 @@ pub fn run(a: Args) -> Result<()> {
                 f.contains(wgpu::Features::TIMESTAMP_QUERY),
                 f.contains(wgpu::Features::SUBGROUP)
             );
+            let props = a.cooperative_matrix_properties();
+            let shapes: Vec<String> = props
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                    )
+                })
+                .collect();
+            let mixed = match coop_unavailable(f, &props, &info) {
+                None => "--precision mixed uses tensor cores".to_string(),
+                Some(why) if f.contains(wgpu::Features::SHADER_F16) => {
+                    format!("--precision mixed uses f16 arithmetic ({why})")
+                }
+                Some(why) => format!("--precision mixed runs f32 ({why}, no shader-f16)"),
+            };
+            println!(
+                "  cooperative matrices: {}; {mixed}",
+                if shapes.is_empty() {
+                    "none".into()
+                } else {
+                    shapes.join(", ")
+                }
+            );
         }
         return Ok(());
     }
@@ -62,6 +89,7 @@ pub fn run(a: Args) -> Result<()> {
         config: a.config,
         backend: BackendKind::Cpu,
         tune: None,
+        precision: "f32".into(),
     })?;
     let c = &m.config.model;
     let d = &m.config.diffusion;

@@ -1,10 +1,13 @@
-//! Convolutions (conv_common.wgsl with conv2d.wgsl or conv2d_gemm.wgsl): the parameter
-//! block, the kernel variants the tuner chooses among, the default choice when it does not
-//! run, and the dispatches. The CPU twin is backend/cpu/conv.rs.
+//! Convolutions (conv_common.wgsl with conv2d.wgsl, conv2d_gemm.wgsl or conv2d_coop.wgsl):
+//! the parameter block, the kernel variants the tuner chooses among, the default choice when
+//! it does not run, and the dispatches. The CPU twin is backend/cpu/conv.rs.
 
-use super::tiles::{self, Tile, CONV_TILES, DIRECT_VEC, DIRECT_WX, DIRECT_WY, FLAT_WG, SPLITS};
+use super::tiles::{
+    self, CoopTile, Tile, CONV_TILES, COOP_TILES, DIRECT_VEC, DIRECT_WX, DIRECT_WY, FLAT_WG, SPLITS,
+};
 use super::{Ctx, Dispatch};
 use crate::backend::gpu::pipelines::{Key, Shader};
+use crate::backend::gpu::precision::Arith;
 use crate::error::{Error, Result};
 use crate::model::{Op, Plan, Resample};
 
@@ -38,15 +41,46 @@ pub enum ConvVariant {
     Direct,
     /// conv2d_gemm.wgsl with this tile, K split into `split` parts (1: no split).
     Gemm { tile: Tile, split: u32 },
+    /// The same with f16 slices and f16 arithmetic within each slice (mixed precision).
+    GemmF16 { tile: Tile, split: u32 },
+    /// conv2d_coop.wgsl on tensor cores (mixed precision), for subgroups of this size.
+    Coop { tile: CoopTile, subgroup: u32 },
 }
 
 impl ConvVariant {
-    /// The name the tuner's cache and the profile use: "direct", "gemm 64x64x16/4x4 split 2".
+    /// The name the tuner's cache and the profile use: "direct", "gemm 64x64x16/4x4 split 2",
+    /// "gemm-f16 64x64x16/4x4", "coop 64x64x32".
     pub fn name(&self) -> String {
+        let split = |s: u32| {
+            if s == 1 {
+                String::new()
+            } else {
+                format!(" split {s}")
+            }
+        };
         match *self {
             ConvVariant::Direct => "direct".into(),
-            ConvVariant::Gemm { tile, split: 1 } => format!("gemm {}", tile.name()),
-            ConvVariant::Gemm { tile, split } => format!("gemm {} split {split}", tile.name()),
+            ConvVariant::Gemm { tile, split: s } => format!("gemm {}{}", tile.name(), split(s)),
+            ConvVariant::GemmF16 { tile, split: s } => {
+                format!("gemm-f16 {}{}", tile.name(), split(s))
+            }
+            ConvVariant::Coop { tile, .. } => format!("coop {}", tile.name()),
+        }
+    }
+
+    /// What the variant computes with.
+    pub fn arith(&self) -> Arith {
+        match self {
+            ConvVariant::Direct | ConvVariant::Gemm { .. } => Arith::F32,
+            ConvVariant::GemmF16 { .. } => Arith::F16,
+            ConvVariant::Coop { .. } => Arith::Coop,
+        }
+    }
+
+    fn split(&self) -> u32 {
+        match *self {
+            ConvVariant::Gemm { split, .. } | ConvVariant::GemmF16 { split, .. } => split,
+            _ => 1,
         }
     }
 }
@@ -129,17 +163,47 @@ impl ConvShape {
 
 /// Bytes of split-K partial sums a variant needs (0 without a split).
 pub fn part_bytes(s: &ConvShape, v: ConvVariant) -> u64 {
-    match v {
-        ConvVariant::Gemm { split, .. } if split > 1 => {
-            4 * split as u64 * s.co as u64 * s.columns() as u64
-        }
-        _ => 0,
+    match v.split() {
+        1 => 0,
+        split => 4 * split as u64 * s.co as u64 * s.columns() as u64,
     }
 }
 
-/// Every variant that can run this shape on a device with these limits. Split-K is offered
-/// only where the layer has few output tiles and each part keeps at least two K slices.
-pub fn variants(s: &ConvShape, limits: &wgpu::Limits) -> Vec<ConvVariant> {
+/// Every variant that can run this shape with this arithmetic on a device with these limits
+/// (`subgroup`: the fixed subgroup size, which the tensor-core kernel needs). f32 offers only
+/// f32 kernels; the mixed modes offer theirs on top, so the tuner never picks a reduced
+/// kernel for f32.
+pub fn variants(
+    s: &ConvShape,
+    limits: &wgpu::Limits,
+    arith: Arith,
+    subgroup: Option<u32>,
+) -> Vec<ConvVariant> {
+    let mut out = f32_variants(s, limits);
+    if arith != Arith::F32 {
+        let f16: Vec<ConvVariant> = out
+            .iter()
+            .filter_map(|v| match *v {
+                ConvVariant::Gemm { tile, split } => Some(ConvVariant::GemmF16 { tile, split }),
+                _ => None,
+            })
+            .collect();
+        out.extend(f16);
+    }
+    if let (Arith::Coop, Some(sg)) = (arith, subgroup) {
+        let max_groups = limits.max_compute_workgroups_per_dimension as usize;
+        for &tile in COOP_TILES.iter().filter(|t| t.fits(limits, sg)) {
+            if s.columns().div_ceil(tile.bn() as usize) <= max_groups {
+                out.push(ConvVariant::Coop { tile, subgroup: sg });
+            }
+        }
+    }
+    out
+}
+
+/// The f32 kernels. Split-K is offered only where the layer has few output tiles and each
+/// part keeps at least two K slices.
+fn f32_variants(s: &ConvShape, limits: &wgpu::Limits) -> Vec<ConvVariant> {
     let max_groups = limits.max_compute_workgroups_per_dimension as usize;
     let max_bytes = limits
         .max_storage_buffer_binding_size
@@ -161,11 +225,50 @@ pub fn variants(s: &ConvShape, limits: &wgpu::Limits) -> Vec<ConvVariant> {
     out
 }
 
-/// The choice without tuning: the direct kernel on software adapters; on hardware GPUs a
-/// tile by the layer's size, and split-K where few output tiles would leave the device idle.
-/// These are rules of thumb, not measurements: the tuner's choice replaces them.
-pub fn default_variant(s: &ConvShape, limits: &wgpu::Limits, software: bool) -> ConvVariant {
-    let offered = variants(s, limits);
+/// The choice without tuning. f32: the direct kernel on software adapters; on hardware
+/// GPUs a tile by the layer's size, and split-K where few output tiles would leave the
+/// device idle. The mixed modes run their own kernel everywhere (so `--precision mixed`
+/// means what it says, even on a software adapter): the tensor-core tile by the layer's
+/// size, or the f16 twin of the f32 choice. These are rules of thumb, not measurements: the
+/// tuner's choice replaces them.
+pub fn default_variant(
+    s: &ConvShape,
+    limits: &wgpu::Limits,
+    software: bool,
+    arith: Arith,
+    subgroup: Option<u32>,
+) -> ConvVariant {
+    let offered = variants(s, limits, arith, subgroup);
+    if arith == Arith::Coop {
+        let want = if s.co >= 128 && s.columns() >= 8192 {
+            [COOP_TILES[1], COOP_TILES[0]]
+        } else {
+            [COOP_TILES[0], COOP_TILES[4]]
+        };
+        for tile in want {
+            if let Some(v) = offered
+                .iter()
+                .find(|v| matches!(v, ConvVariant::Coop { tile: t, .. } if *t == tile))
+            {
+                return *v;
+            }
+        }
+    }
+    let f32_choice = default_f32(s, limits, software && arith == Arith::F32, &offered);
+    match f32_choice {
+        ConvVariant::Gemm { tile, split } if arith != Arith::F32 => {
+            ConvVariant::GemmF16 { tile, split }
+        }
+        v => v,
+    }
+}
+
+fn default_f32(
+    s: &ConvShape,
+    limits: &wgpu::Limits,
+    software: bool,
+    offered: &[ConvVariant],
+) -> ConvVariant {
     let has = |v: &ConvVariant| offered.contains(v);
     if software {
         return ConvVariant::Direct;
@@ -215,17 +318,27 @@ pub fn keys(variant: ConvVariant, k: usize, resample: Resample) -> Vec<Key> {
             c.extend(layer);
             vec![Key::new(Shader::ConvDirect, "main", c)]
         }
-        ConvVariant::Gemm { tile, split } => {
+        ConvVariant::Gemm { tile, split } | ConvVariant::GemmF16 { tile, split } => {
+            let shader = if variant.arith() == Arith::F16 {
+                Shader::ConvGemmF16
+            } else {
+                Shader::ConvGemm
+            };
             let mut c = tile.constants();
             c.push(("SPLIT", split));
             c.extend(layer);
-            let mut out = vec![Key::new(Shader::ConvGemm, "main", c)];
+            let mut out = vec![Key::new(shader, "main", c)];
             if split > 1 {
                 let mut c = vec![("SPLIT", split), ("REDUCE_WG", FLAT_WG)];
                 c.extend(layer);
-                out.push(Key::new(Shader::ConvGemm, "reduce", c));
+                out.push(Key::new(shader, "reduce", c));
             }
             out
+        }
+        ConvVariant::Coop { tile, subgroup } => {
+            let mut c = tile.constants(subgroup);
+            c.extend(layer);
+            vec![Key::new(Shader::ConvCoop, "main", c)]
         }
     }
 }
@@ -282,10 +395,15 @@ pub async fn dispatches(
             y.c.div_ceil((DIRECT_WY * DIRECT_VEC) as usize) as u32,
             n as u32,
         ],
-        ConvVariant::Gemm { tile, split } => [
+        ConvVariant::Gemm { tile, split } | ConvVariant::GemmF16 { tile, split } => [
             s.columns().div_ceil(tile.bn as usize) as u32,
             y.c.div_ceil(tile.bm as usize) as u32,
             split,
+        ],
+        ConvVariant::Coop { tile, .. } => [
+            s.columns().div_ceil(tile.bn() as usize) as u32,
+            y.c.div_ceil(tile.bm() as usize) as u32,
+            1,
         ],
     };
     let mut keys = keys(variant, k, resample).into_iter();
@@ -306,7 +424,10 @@ pub async fn dispatches(
         rb,
         ctx.buf(y.slot),
     ];
-    if variant != ConvVariant::Direct {
+    if matches!(
+        variant,
+        ConvVariant::Gemm { .. } | ConvVariant::GemmF16 { .. }
+    ) {
         // Bound even without a split: the dummy is bound read-only elsewhere here.
         io.push(ctx.part);
     }

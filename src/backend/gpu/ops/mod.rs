@@ -11,7 +11,7 @@ pub mod step;
 pub mod tiles;
 
 use super::device::Gpu;
-use super::pipelines::{Kernel, Key, Shader};
+use super::pipelines::{Kernel, Key};
 use crate::error::{Error, Result};
 use crate::model::{Op, Plan, Resample, View};
 use conv::ConvVariant;
@@ -96,7 +96,7 @@ impl Ctx<'_> {
     }
 
     pub async fn kernel(&self, key: Key) -> Result<Kernel> {
-        let half = self.half && matches!(key.shader, Shader::ConvDirect | Shader::ConvGemm);
+        let half = self.half && key.shader.is_conv();
         self.gpu.kernel(&Key { half, ..key }).await
     }
 
@@ -127,6 +127,12 @@ pub fn every_key() -> Vec<Key> {
         for &tile in &tiles::CONV_TILES {
             for &split in &tiles::SPLITS {
                 out.extend(conv::keys(ConvVariant::Gemm { tile, split }, k, r));
+                out.extend(conv::keys(ConvVariant::GemmF16 { tile, split }, k, r));
+            }
+        }
+        for tile in tiles::COOP_TILES {
+            for subgroup in [32, 64] {
+                out.extend(conv::keys(ConvVariant::Coop { tile, subgroup }, k, r));
             }
         }
     }

@@ -34,6 +34,101 @@ pub const CONV_TILES: [Tile; 8] = [
     t(32, 32, 16, 4, 4),
 ];
 
+/// A workgroup tile of the tensor-core kernel (conv2d_coop.wgsl): WM × WN subgroups, each
+/// owning 2 × 2 fragments of 16 × 16 outputs, over K slices of BK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CoopTile {
+    pub wm: u32,
+    pub wn: u32,
+    pub bk: u32,
+}
+
+/// The side of one tensor-core fragment (coop_mat16x16) and of a subgroup's 2 × 2 block.
+pub const FRAG: u32 = 16;
+const SUB_BLOCK: u32 = 2 * FRAG;
+
+/// The tensor-core tiles the tuner chooses among in the mixed precision.
+pub const COOP_TILES: [CoopTile; 7] = [
+    CoopTile {
+        wm: 2,
+        wn: 2,
+        bk: 32,
+    },
+    CoopTile {
+        wm: 4,
+        wn: 2,
+        bk: 32,
+    },
+    CoopTile {
+        wm: 2,
+        wn: 4,
+        bk: 32,
+    },
+    CoopTile {
+        wm: 2,
+        wn: 2,
+        bk: 16,
+    },
+    CoopTile {
+        wm: 1,
+        wn: 1,
+        bk: 32,
+    },
+    CoopTile {
+        wm: 2,
+        wn: 1,
+        bk: 32,
+    },
+    CoopTile {
+        wm: 1,
+        wn: 2,
+        bk: 32,
+    },
+];
+
+impl CoopTile {
+    pub const fn bm(self) -> u32 {
+        SUB_BLOCK * self.wm
+    }
+
+    pub const fn bn(self) -> u32 {
+        SUB_BLOCK * self.wn
+    }
+
+    pub const fn threads(self, subgroup: u32) -> u32 {
+        self.wm * self.wn * subgroup
+    }
+
+    /// f16 slices of A and B, then the f32 output block for the epilogue.
+    pub const fn workgroup_bytes(self) -> u32 {
+        2 * self.bk * (self.bm() + self.bn()) + 4 * self.bm() * self.bn()
+    }
+
+    /// Whether conv2d_coop.wgsl can run this tile on subgroups of this size.
+    pub fn fits(self, limits: &wgpu::Limits, subgroup: u32) -> bool {
+        let th = self.threads(subgroup);
+        subgroup > 0
+            && self.bk.is_multiple_of(FRAG)
+            && th.is_multiple_of(self.bn())
+            && th <= limits.max_compute_invocations_per_workgroup
+            && th <= limits.max_compute_workgroup_size_x
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+    }
+
+    pub fn constants(self, subgroup: u32) -> Vec<(&'static str, u32)> {
+        vec![
+            ("WM", self.wm),
+            ("WN", self.wn),
+            ("SG", subgroup),
+            ("BK", self.bk),
+        ]
+    }
+
+    pub fn name(self) -> String {
+        format!("{}x{}x{}", self.bm(), self.bn(), self.bk)
+    }
+}
+
 /// Split-K factors for layers with few output tiles (the 8×8 and 4×4 levels at batch 1).
 pub const SPLITS: [u32; 4] = [1, 2, 4, 8];
 
@@ -120,5 +215,19 @@ mod tests {
         // WebGPU's defaults (16 KiB) still leave the first tile and the attention tiles.
         let web = wgpu::Limits::downlevel_defaults();
         assert!(CONV_TILES[0].fits(&web) && ATTN_LARGE.fits(&web) && ATTN_SMALL.fits(&web));
+    }
+
+    #[test]
+    fn coop_tiles_fit_nvidia_and_amd_subgroups() {
+        let big = wgpu::Limits {
+            max_compute_workgroup_storage_size: 49152,
+            max_compute_invocations_per_workgroup: 256,
+            max_compute_workgroup_size_x: 256,
+            ..Default::default()
+        };
+        for t in COOP_TILES {
+            assert!(t.fits(&big, 32), "{t:?} on 32-wide subgroups");
+        }
+        assert!(COOP_TILES.iter().filter(|t| t.fits(&big, 64)).count() >= 4);
     }
 }
