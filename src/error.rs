@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error("{path}: not a valid safetensors file: {why}")]
     Safetensors { path: String, why: String },
+    #[error("{path}: not a readable PyTorch checkpoint: {why}")]
+    Checkpoint { path: String, why: String },
     #[error("{path}: not a valid .npy file: {why}")]
     Npy { path: String, why: String },
     #[error("{path}: bad config: {why}")]
