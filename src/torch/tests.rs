@@ -321,7 +321,11 @@ fn the_entry_picks_the_weights() {
             tensor("FloatStorage", &v.to_string(), 1, 0, &[1], &[1]),
         )])
     };
-    let optimizer = [b"}(".to_vec(), s("state"), b"}".to_vec(), b"u".to_vec()].concat();
+    // Optimizer state holds integer tensors; they are never read, so they do no harm.
+    let step = tensor("LongStorage", "2", 1, 0, &[], &[]);
+    let per_param = [b"}(".to_vec(), s("step"), step, b"u".to_vec()].concat();
+    let state = [b"}(".to_vec(), int(0), per_param, b"u".to_vec()].concat();
+    let optimizer = [b"}(".to_vec(), s("state"), state, b"u".to_vec()].concat();
     let list = pickle(
         &[
             b"](".to_vec(),
