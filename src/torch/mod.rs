@@ -22,7 +22,7 @@ use crate::safetensors::TensorFile;
 use crate::tensor::Tensor;
 use archive::Archive;
 use object::{Dtype, Obj, Pickle, TensorRef, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
@@ -33,14 +33,22 @@ pub fn is_checkpoint(bytes: &[u8]) -> bool {
 
 /// Where each storage's bytes are.
 enum Storages<'a> {
-    Zip(Archive<'a>),
+    /// The archive, and the members already found and checked (many tensors may view one).
+    Zip(Archive<'a>, HashMap<String, &'a [u8]>),
     Legacy(legacy::Storages<'a>),
 }
 
 impl<'a> Storages<'a> {
     fn get(&mut self, key: &str) -> Result<&'a [u8], String> {
         match self {
-            Storages::Zip(a) => a.storage(key),
+            Storages::Zip(a, seen) => match seen.get(key) {
+                Some(b) => Ok(b),
+                None => {
+                    let b = a.storage(key)?;
+                    seen.insert(key.to_string(), b);
+                    Ok(b)
+                }
+            },
             Storages::Legacy(m) => m
                 .get(key)
                 .copied()
@@ -62,7 +70,7 @@ pub fn parse(bytes: &[u8], name: &str, entry: Option<i64>) -> Result<TensorFile>
 fn read(bytes: &[u8], entry: Option<i64>) -> Result<TensorFile, String> {
     let (pickle, mut storages) = if bytes.starts_with(ZIP_MAGIC) {
         let (p, a) = Archive::open(bytes)?;
-        (p, Storages::Zip(a))
+        (p, Storages::Zip(a, HashMap::new()))
     } else if legacy::is_legacy(bytes) {
         let (p, m) = legacy::open(bytes)?;
         (p, Storages::Legacy(m))
@@ -74,6 +82,10 @@ fn read(bytes: &[u8], entry: Option<i64>) -> Result<TensorFile, String> {
     let dict = select(&pickle, entry)?;
     let mut out = TensorFile::default();
     let mut seen = HashSet::new();
+    // Views may repeat a storage's elements (tied weights, a tensor under two names), but a
+    // file cannot ask for more f32s than it has bytes: tiny views of one big storage, named a
+    // million times, would otherwise fill any memory.
+    let mut budget = bytes.len();
     for (key, value) in dict {
         // Counters and other non-tensors sit beside the weights in some state dicts.
         let (Value::Str(key), Some(Obj::Tensor(t))) = (key, pickle.obj(value)) else {
@@ -83,7 +95,8 @@ fn read(bytes: &[u8], entry: Option<i64>) -> Result<TensorFile, String> {
         if !seen.insert(name.clone()) {
             return Err(format!("two entries map to the same name {name:?}"));
         }
-        let tensor = materialise(t, &mut storages).map_err(|e| format!("tensor {key:?}: {e}"))?;
+        let tensor = materialise(t, &mut storages, &mut budget)
+            .map_err(|e| format!("tensor {key:?}: {e}"))?;
         out.dtypes
             .push(float_name(t.storage.dtype).unwrap_or("?").to_string());
         out.tensors.push((name, tensor));
@@ -97,7 +110,9 @@ fn official_name(key: &str) -> String {
     let name = key.strip_prefix("module.").unwrap_or(key);
     let parts: Vec<&str> = name.splitn(5, '.').collect();
     match parts[..] {
-        ["down", n, "downsample", "op", rest] if n.bytes().all(|b| b.is_ascii_digit()) => {
+        ["down", n, "downsample", "op", rest]
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             format!("down.{n}.downsample.conv.{rest}")
         }
         _ => name.to_string(),
@@ -193,7 +208,11 @@ fn decode(d: Dtype, b: &[u8]) -> f32 {
 
 /// Read a tensor's elements out of its storage, in row-major order, once its view is known
 /// to lie inside the storage's bytes.
-fn materialise(t: &TensorRef, storages: &mut Storages<'_>) -> Result<Tensor, String> {
+fn materialise(
+    t: &TensorRef,
+    storages: &mut Storages<'_>,
+    budget: &mut usize,
+) -> Result<Tensor, String> {
     let st = &t.storage;
     if float_name(st.dtype).is_none() {
         return Err(format!(
@@ -249,6 +268,10 @@ fn materialise(t: &TensorRef, storages: &mut Storages<'_>) -> Result<Tensor, Str
         .map(|(&s, &d)| if d == 1 { 0 } else { s as usize })
         .collect();
     let (numel, offset) = (numel as usize, t.offset as usize);
+    *budget = budget.checked_sub(numel).ok_or(
+        "the tensors so far ask for more elements than the file has bytes (one storage viewed \
+         over and over?)",
+    )?;
     let contiguous = (0..shape.len())
         .all(|i| shape[i] == 1 || stride[i] == shape[i + 1..].iter().product::<usize>());
     let data = if contiguous {

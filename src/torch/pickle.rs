@@ -23,7 +23,10 @@ const MAX_MEMO: usize = 1 << 22;
 const MAX_OBJECTS: usize = 1 << 22;
 /// Module and class names are short; a longer GLOBAL line is not from torch.
 const MAX_NAME: usize = 256;
-const MAX_RANK: usize = 64;
+/// Call arguments, persistent ids and tensor sizes are short tuples. A longer one is not from
+/// torch, and copying it out (which a memo reference lets a file ask for again and again)
+/// must stay cheap.
+const MAX_TUPLE: usize = 64;
 
 /// Read one pickle from the start of `bytes`.
 pub fn load(bytes: &[u8]) -> Result<Pickle, String> {
@@ -222,6 +225,9 @@ impl<'a> Machine<'a> {
     fn tuple_of(&self, v: &Value, what: &str) -> Result<Vec<Value>, String> {
         match v {
             Value::Obj(i) => match &self.objs[*i] {
+                Obj::Tuple(t) | Obj::List(t) if t.len() > MAX_TUPLE => {
+                    Err(format!("{what} has {} items", t.len()))
+                }
                 Obj::Tuple(t) | Obj::List(t) => Ok(t.clone()),
                 _ => Err(format!("{what} is not a tuple")),
             },
@@ -238,9 +244,6 @@ impl<'a> Machine<'a> {
 
     fn counts(&self, v: &Value, what: &str) -> Result<Vec<u64>, String> {
         let t = self.tuple_of(v, what)?;
-        if t.len() > MAX_RANK {
-            return Err(format!("{what} has {} dimensions", t.len()));
-        }
         t.iter().map(|x| Self::count(x, what)).collect()
     }
 
