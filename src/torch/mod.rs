@@ -95,10 +95,9 @@ fn read(bytes: &[u8], entry: Option<i64>) -> Result<TensorFile, String> {
         if !seen.insert(name.clone()) {
             return Err(format!("two entries map to the same name {name:?}"));
         }
-        let tensor = materialise(t, &mut storages, &mut budget)
+        let (tensor, dtype) = materialise(t, &mut storages, &mut budget)
             .map_err(|e| format!("tensor {key:?}: {e}"))?;
-        out.dtypes
-            .push(float_name(t.storage.dtype).unwrap_or("?").to_string());
+        out.dtypes.push(dtype.to_string());
         out.tensors.push((name, tensor));
     }
     Ok(out)
@@ -207,19 +206,19 @@ fn decode(d: Dtype, b: &[u8]) -> f32 {
 }
 
 /// Read a tensor's elements out of its storage, in row-major order, once its view is known
-/// to lie inside the storage's bytes.
+/// to lie inside the storage's bytes; also its dtype's safetensors name.
 fn materialise(
     t: &TensorRef,
     storages: &mut Storages<'_>,
     budget: &mut usize,
-) -> Result<Tensor, String> {
+) -> Result<(Tensor, &'static str), String> {
     let st = &t.storage;
-    if float_name(st.dtype).is_none() {
+    let Some(dtype) = float_name(st.dtype) else {
         return Err(format!(
             "holds {} values; only float tensors are weights",
             st.dtype.name()
         ));
-    }
+    };
     let size = st.dtype.size();
     let raw = storages.get(&st.key)?;
     if st.numel.checked_mul(size as u64) != Some(raw.len() as u64) {
@@ -257,10 +256,8 @@ fn materialise(
         .map(|&d| usize::try_from(d).map_err(|_| geometry()))
         .collect::<Result<Vec<usize>, String>>()?;
     if numel == 0 {
-        return Ok(Tensor {
-            shape,
-            data: Vec::new(),
-        });
+        let data = Vec::new();
+        return Ok((Tensor { shape, data }, dtype));
     }
     // Every count below is now at most the storage's length. A dimension of size 1 never
     // steps, so its stride (which nothing bounded) is taken as 0.
@@ -298,7 +295,7 @@ fn materialise(
         }
         data
     };
-    Ok(Tensor { shape, data })
+    Ok((Tensor { shape, data }, dtype))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ const MAX_STACK: usize = 1 << 20;
 /// A state dict of 10,000 tensors memoises about 150,000 values and builds fewer objects.
 const MAX_MEMO: usize = 1 << 22;
 const MAX_OBJECTS: usize = 1 << 22;
-/// Module and class names are short; a longer GLOBAL line is not from torch.
+/// Module, class and storage names are short; a longer one is not from torch.
 const MAX_NAME: usize = 256;
 /// Call arguments, persistent ids and tensor sizes are short tuples. A longer one is not from
 /// torch, and copying it out (which a memo reference lets a file ask for again and again)
@@ -258,8 +258,10 @@ impl<'a> Machine<'a> {
                     return Err("a storage view (pre-1.0 torch); re-save the file".into());
                 }
                 let key = match key {
-                    Value::Str(s) => s.to_string(),
+                    Value::Str(s) if s.len() <= MAX_NAME => s.to_string(),
                     Value::Int(i) => i.to_string(),
+                    // Torch's keys are short numbers; a long one would cost at every use.
+                    Value::Str(s) => return Err(format!("a storage key of {} bytes", s.len())),
                     _ => return Err("a storage key that is neither a string nor an int".into()),
                 };
                 (*d, key, Self::count(n, "a storage size")?)

@@ -391,6 +391,16 @@ fn repeated_work_is_bounded() {
     let call = [list, g("collections", "OrderedDict"), b"h\x00R".to_vec()].concat();
     let e = pickle::load(&pickle(&call)).err().unwrap();
     assert!(e.contains("a call's arguments has 100 items"), "{e}");
+    let long_key = "7".repeat(300);
+    let e = pickle::load(&pickle(&tensor(
+        "FloatStorage",
+        &long_key,
+        1,
+        0,
+        &[1],
+        &[1],
+    )));
+    assert!(e.err().unwrap().contains("a storage key of 300 bytes"));
     // One storage's tensor, memoised and named 100 times: more f32s than the file has bytes.
     let t = tensor("FloatStorage", "0", 1000, 0, &[1000], &[1]);
     let mut body = [g("collections", "OrderedDict"), b")R(".to_vec(), s("t0"), t].concat();
