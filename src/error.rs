@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The OS message is part of the text and not a `source`: the CLI prints the whole chain,
+    /// which would say it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a valid safetensors file: {why}")]
     Safetensors { path: String, why: String },
+    #[error("{path}: not a readable PyTorch checkpoint: {why}")]
+    Checkpoint { path: String, why: String },
     #[error("{path}: not a valid .npy file: {why}")]
     Npy { path: String, why: String },
     #[error("{path}: bad config: {why}")]
@@ -39,7 +42,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod safetensors;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;
+pub mod torch;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

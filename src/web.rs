@@ -9,7 +9,9 @@ use crate::backend::gpu::precision::{Arith, Precision};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::{Backend, NoiseKey};
 use crate::error::Error;
-use crate::model::{metadata_config, model_from_bytes, parse_config, Model};
+use crate::model::{
+    is_torch, metadata_config, model_from_tensors, parse_config, read_weights, Model,
+};
 use crate::sampler::{initial_noise, interpolation_latents, resolve, StepRequest};
 use crate::schedule;
 use crate::tensor::Tensor;
@@ -328,8 +330,10 @@ fn lock(inner: &RefCell<Option<Inner>>) -> Result<std::cell::RefMut<'_, Inner>, 
 
 #[wasm_bindgen]
 impl Ddim {
-    /// `weights`: safetensors bytes or a URL. `config`: YAML or config.json text; without it
-    /// the safetensors metadata key `config` is used. `options.backend`: auto, gpu or cpu.
+    /// `weights`: safetensors or PyTorch checkpoint bytes, or a URL. `config`: YAML or
+    /// config.json text; without it the safetensors metadata key `config` is used (a PyTorch
+    /// checkpoint has none). `options.backend`: auto, gpu or cpu. `options.ckptEntry`: which
+    /// item of a list checkpoint to read (default: the EMA of a training checkpoint).
     pub async fn load(
         weights: JsValue,
         config: Option<String>,
@@ -353,6 +357,12 @@ impl Ddim {
             Some(t) => (t, "config".to_string()),
             None => match metadata_config(&bytes, &name).map_err(js_err)? {
                 Some(t) => (t, format!("{name} (metadata \"config\")")),
+                None if is_torch(&bytes, &name) => {
+                    return Err(js_err(format!(
+                        "{name}: a PyTorch checkpoint carries no config; pass its YAML or \
+                         config.json text too"
+                    )))
+                }
                 None => {
                     return Err(js_err(format!(
                         "{name}: no config given, and its metadata has none"
@@ -361,7 +371,13 @@ impl Ddim {
             },
         };
         let cfg = parse_config(&text, &cfg_name, None).map_err(js_err)?;
-        let model = model_from_bytes(&bytes, &name, cfg).map_err(js_err)?;
+        let entry = match num(&options, "ckptEntry")? {
+            None => None,
+            Some(x) if x.fract() == 0.0 && x.abs() < 1e9 => Some(x as i64),
+            Some(x) => return Err(js_err(format!("ckptEntry must be an integer, got {x}"))),
+        };
+        let tensors = read_weights(&bytes, &name, entry).map_err(js_err)?;
+        let model = model_from_tensors(tensors, &name, cfg).map_err(js_err)?;
         let want = get(&options, "backend")
             .and_then(|v| v.as_string())
             .unwrap_or_else(|| "auto".into());

@@ -410,6 +410,12 @@ fn bad_inputs_fail_cleanly() {
         &["/nonexistent/m.safetensors"],
         &out,
     );
+    // The OS's reason comes once, after the path (not again as the error's source).
+    let missing = ddim(&["info", "nope.safetensors"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope.safetensors: "), "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     assert_bad(
         &[
             "sample",

@@ -1,5 +1,11 @@
 """Convert an official DDIM/DDPM PyTorch checkpoint to safetensors.
 
+The Rust route needs no Python: every ``ddim`` command reads .pth/.ckpt files
+directly (``--ckpt-entry N`` picks an item of a training checkpoint), and
+``ddim convert IN OUT.safetensors [--config CFG] [--half]`` does what this
+script does, with the same rules for finding and naming the weights (see
+src/torch/). This script remains for environments that have torch anyway.
+
 Usage:
 
     python tools/convert_checkpoint.py INPUT OUTPUT.safetensors [options]

@@ -91,7 +91,7 @@ async function loadDefault() {
 }
 
 async function loadFiles(files) {
-  const w = [...files].find((f) => f.name.endsWith(".safetensors"));
+  const w = [...files].find((f) => /\.(safetensors|pth|pt|ckpt)$/.test(f.name));
   const c = [...files].find((f) => /\.(ya?ml|json)$/.test(f.name)) ?? $("config-file").files[0];
   if (!w) return;
   const weights = new Uint8Array(await w.arrayBuffer());

@@ -4,7 +4,8 @@ use super::config::{self, Config};
 use super::plan::Plan;
 use super::weights::{self, Weights};
 use crate::error::{Error, Result};
-use crate::safetensors;
+use crate::safetensors::{self, TensorFile};
+use crate::torch;
 
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -32,17 +33,44 @@ pub fn parse_config(text: &str, name: &str, scheduler: Option<(&str, &str)>) -> 
 }
 
 /// The config text a safetensors file carries in its metadata under `config`
-/// (`tools/export_model.py` writes it), if any.
+/// (`tools/export_model.py` writes it), if any. PyTorch checkpoints carry none.
 pub fn metadata_config(bytes: &[u8], name: &str) -> Result<Option<String>> {
+    if is_torch(bytes, name) {
+        return Ok(None);
+    }
     Ok(safetensors::metadata(bytes, name)?
         .get("config")
         .and_then(|v| v.as_str())
         .map(str::to_string))
 }
 
-/// Build a model from safetensors bytes and a parsed config.
+/// A PyTorch checkpoint by its content, or, when the content is no format we know, by its
+/// name (so a damaged .pth is reported as a checkpoint, not as bad safetensors).
+pub fn is_torch(bytes: &[u8], name: &str) -> bool {
+    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+    torch::is_checkpoint(bytes) || ["pth", "pt", "ckpt"].contains(&ext)
+}
+
+/// The tensors of a weights file: a PyTorch checkpoint or safetensors. `entry` picks an item
+/// of a list checkpoint (ddim's training checkpoints); see `torch::parse`.
+pub fn read_weights(bytes: &[u8], name: &str, entry: Option<i64>) -> Result<TensorFile> {
+    match (is_torch(bytes, name), entry) {
+        (true, _) => torch::parse(bytes, name, entry),
+        (false, Some(_)) => Err(Error::invalid(
+            "ckpt-entry",
+            format!("{name} is not a PyTorch checkpoint, so it has no entries to pick"),
+        )),
+        (false, None) => safetensors::parse(bytes, name),
+    }
+}
+
+/// Build a model from the bytes of a weights file (safetensors or PyTorch) and a config.
 pub fn model_from_bytes(bytes: &[u8], name: &str, config: Config) -> Result<Model> {
-    let file = safetensors::parse(bytes, name)?;
+    model_from_tensors(read_weights(bytes, name, None)?, name, config)
+}
+
+/// Build a model from tensors already read, checking them against the config.
+pub fn model_from_tensors(file: TensorFile, name: &str, config: Config) -> Result<Model> {
     let mut dtypes = file.dtypes.clone();
     dtypes.sort();
     dtypes.dedup();
@@ -61,7 +89,7 @@ pub fn model_from_bytes(bytes: &[u8], name: &str, config: Config) -> Result<Mode
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::load_model;
+pub use native::{load_model, load_model_entry, Sources};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -83,78 +111,129 @@ mod native {
         cands.iter().find(|p| p.is_file()).cloned()
     }
 
-    /// `model` is a .safetensors file or a diffusers folder (a UNet folder, or a pipeline folder
-    /// with unet/ and scheduler/). Without `config`, the config is `<name>.yml` beside the
-    /// weights, else the file's metadata key `config`, else the folder's config.json/.yml.
-    pub fn load_model(model: &Path, config: Option<&Path>) -> Result<Model> {
-        let (weights_path, dir, sched) = if model.is_dir() {
-            let (unet, sched) = if model.join("unet").is_dir() {
-                (
-                    model.join("unet"),
-                    model.join("scheduler/scheduler_config.json"),
-                )
+    /// A model's files, found and read: the weights' bytes and the config's text.
+    pub struct Sources {
+        pub weights: PathBuf,
+        pub bytes: Vec<u8>,
+        pub config_text: String,
+        /// Where the config came from, for messages.
+        pub config_name: String,
+        /// A diffusers scheduler_config.json beside the weights: its text and path.
+        pub scheduler: Option<(String, String)>,
+    }
+
+    impl Sources {
+        /// `model` is a .safetensors file, a PyTorch checkpoint (.pth, .pt, .ckpt) or a
+        /// diffusers folder (a UNet folder, or a pipeline folder with unet/ and scheduler/).
+        /// Without `config`, the config is `<name>.yml` beside the weights, else (safetensors
+        /// only) the file's metadata key `config`, else the folder's config.json/.yml.
+        pub fn find(model: &Path, config: Option<&Path>) -> Result<Sources> {
+            let (weights, dir, sched) = if model.is_dir() {
+                let (unet, sched) = if model.join("unet").is_dir() {
+                    (
+                        model.join("unet"),
+                        model.join("scheduler/scheduler_config.json"),
+                    )
+                } else {
+                    (model.to_path_buf(), model.join("scheduler_config.json"))
+                };
+                let w = unet.join("diffusion_pytorch_model.safetensors");
+                if !w.is_file() {
+                    return Err(Error::io(
+                        &w,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no diffusers weights in this folder",
+                        ),
+                    ));
+                }
+                (w, unet, sched)
             } else {
-                (model.to_path_buf(), model.join("scheduler_config.json"))
+                let dir = model.parent().map(Path::to_path_buf).unwrap_or_default();
+                let sched = dir.join("scheduler_config.json");
+                (model.to_path_buf(), dir, sched)
             };
-            let w = unet.join("diffusion_pytorch_model.safetensors");
-            if !w.is_file() {
-                return Err(Error::io(
-                    &w,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no diffusers weights in this folder",
+            // Most specific first: --config, <name>.yml beside the file, the file's own
+            // metadata, then a folder-wide config.json or config.yml.
+            let own = match config {
+                Some(c) => Some(c.to_path_buf()),
+                None => first_existing(&[
+                    weights.with_extension("yml"),
+                    weights.with_extension("yaml"),
+                ]),
+            };
+            let bytes = read(&weights)?;
+            let wname = weights.display().to_string();
+            // A PyTorch checkpoint has no metadata, and a folder's config.json would be a guess.
+            if own.is_none() && is_torch(&bytes, &wname) {
+                return Err(Error::Config {
+                    why: format!(
+                        "a PyTorch checkpoint carries no config: pass --config, or put it in {} \
+                         beside the weights",
+                        weights.with_extension("yml").display()
                     ),
-                ));
+                    path: wname,
+                });
             }
-            (w, unet, sched)
-        } else {
-            let dir = model.parent().map(Path::to_path_buf).unwrap_or_default();
-            let sched = dir.join("scheduler_config.json");
-            (model.to_path_buf(), dir, sched)
-        };
-        // Most specific first: --config, <name>.yml beside the file, the file's own metadata,
-        // then a folder-wide config.json or config.yml.
-        let own = match config {
-            Some(c) => Some(c.to_path_buf()),
-            None => first_existing(&[
-                weights_path.with_extension("yml"),
-                weights_path.with_extension("yaml"),
-            ]),
-        };
-        let bytes = read(&weights_path)?;
-        let wname = weights_path.display().to_string();
-        let meta = match own {
-            Some(_) => None,
-            None => metadata_config(&bytes, &wname)?,
-        };
-        let folder = || first_existing(&[dir.join("config.json"), dir.join("config.yml")]);
-        let (text, cfg_name) =
-            match (own, meta) {
+            let meta = match own {
+                Some(_) => None,
+                None => metadata_config(&bytes, &wname)?,
+            };
+            let folder = || first_existing(&[dir.join("config.json"), dir.join("config.yml")]);
+            let (config_text, config_name) = match (own, meta) {
                 (Some(p), _) => (read_text(&p)?, p.display().to_string()),
                 (None, Some(t)) => (t, format!("{wname} (metadata \"config\")")),
                 (None, None) => match folder() {
                     Some(p) => (read_text(&p)?, p.display().to_string()),
-                    None => return Err(Error::Config {
-                        path: wname,
-                        why:
-                            "no config beside the weights (<name>.yml, config.json or config.yml) \
-                              nor in its metadata; pass --config"
+                    None => {
+                        return Err(Error::Config {
+                            path: wname,
+                            why: "no config beside the weights (<name>.yml, config.json or \
+                                  config.yml) nor in its metadata; pass --config"
                                 .into(),
-                    }),
+                        })
+                    }
                 },
             };
-        let sched_text = if sched.is_file() {
-            Some(read_text(&sched)?)
-        } else {
-            None
-        };
-        let sched_name = sched.display().to_string();
-        let cfg = parse_config(
-            &text,
-            &cfg_name,
-            sched_text.as_deref().map(|t| (t, sched_name.as_str())),
-        )?;
-        model_from_bytes(&bytes, &wname, cfg)
+            let scheduler = if sched.is_file() {
+                Some((read_text(&sched)?, sched.display().to_string()))
+            } else {
+                None
+            };
+            Ok(Sources {
+                weights,
+                bytes,
+                config_text,
+                config_name,
+                scheduler,
+            })
+        }
+
+        /// Parse the config and the weights, and check one against the other. `entry` picks an
+        /// item of a list checkpoint (see `torch::parse`).
+        pub fn model(&self, entry: Option<i64>) -> Result<Model> {
+            let sched = self
+                .scheduler
+                .as_ref()
+                .map(|(t, n)| (t.as_str(), n.as_str()));
+            let cfg = parse_config(&self.config_text, &self.config_name, sched)?;
+            let name = self.weights.display().to_string();
+            model_from_tensors(read_weights(&self.bytes, &name, entry)?, &name, cfg)
+        }
+    }
+
+    /// The model at `model` (see `Sources::find`).
+    pub fn load_model(model: &Path, config: Option<&Path>) -> Result<Model> {
+        load_model_entry(model, config, None)
+    }
+
+    /// `load_model`, with `entry` picking an item of a list checkpoint (see `torch::parse`).
+    pub fn load_model_entry(
+        model: &Path,
+        config: Option<&Path>,
+        entry: Option<i64>,
+    ) -> Result<Model> {
+        Sources::find(model, config)?.model(entry)
     }
 }
 

@@ -7,8 +7,11 @@ pub mod unet;
 pub mod weights;
 
 pub use config::{Config, DiffusionConfig, ModelConfig};
+pub use load::{
+    is_torch, metadata_config, model_from_bytes, model_from_tensors, parse_config, random_model,
+    read_weights, Model,
+};
 #[cfg(not(target_arch = "wasm32"))]
-pub use load::load_model;
-pub use load::{metadata_config, model_from_bytes, parse_config, random_model, Model};
+pub use load::{load_model, load_model_entry, Sources};
 pub use plan::{Op, Param, Plan, Resample, Slot, View};
 pub use weights::Weights;

@@ -9,7 +9,7 @@ use ddim_webgpu::backend::gpu::precision::Precision;
 use ddim_webgpu::backend::gpu::tune::{self, Tune};
 use ddim_webgpu::backend::gpu::GpuBackend;
 use ddim_webgpu::backend::Backend;
-use ddim_webgpu::model::{load_model, Model};
+use ddim_webgpu::model::{load_model_entry, Model};
 use ddim_webgpu::sampler::{resolve, StepRequest};
 use ddim_webgpu::schedule::StepCoeffs;
 use ddim_webgpu::Error;
@@ -17,14 +17,19 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs, Clone)]
 pub struct ModelArgs {
-    /// Weights: a .safetensors file (official or diffusers names) or a diffusers folder.
-    /// Without it, the built-in emoji32 model.
+    /// Weights: a .safetensors file (official or diffusers names), a PyTorch checkpoint
+    /// (.pth, .pt, .ckpt) or a diffusers folder. Without it, the built-in emoji32 model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Config: official YAML or diffusers config.json. If omitted: <name>.yml beside the
     /// weights, the file's metadata, or the folder's config.json.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Which item of a list checkpoint to read: ddim's training checkpoint is
+    /// [model, optimizer, epoch, step, ema]; negative counts from the end. Default: the EMA
+    /// (-1) of a training checkpoint, as the official sampler uses.
+    #[arg(long, allow_negative_numbers = true)]
+    pub ckpt_entry: Option<i64>,
     /// Compute backend; auto picks a GPU when one exists, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
@@ -80,14 +85,14 @@ pub struct StepArgs {
 }
 
 pub fn load(args: &ModelArgs) -> Result<Model> {
-    match (&args.model, &args.config) {
-        (Some(path), _) => Ok(load_model(path, args.config.as_deref())?),
-        (None, Some(_)) => Err(Error::invalid(
-            "config",
-            "--config needs --model (without --model the built-in emoji32 model is used)",
+    match (&args.model, &args.config, args.ckpt_entry) {
+        (Some(path), _, entry) => Ok(load_model_entry(path, args.config.as_deref(), entry)?),
+        (None, Some(_), _) | (None, _, Some(_)) => Err(Error::invalid(
+            "model",
+            "--config and --ckpt-entry need --model (without it the built-in emoji32 model is used)",
         )
         .into()),
-        (None, None) => {
+        (None, None, None) => {
             eprintln!("model: {}", builtin::NAME);
             builtin::load()
         }

@@ -8,10 +8,14 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A .safetensors file or diffusers folder (default: the built-in emoji32 model).
+    /// A .safetensors file, PyTorch checkpoint or diffusers folder (default: the built-in
+    /// emoji32 model).
     model: Option<PathBuf>,
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Which item of a list checkpoint to read (see `ddim sample --help`).
+    #[arg(long, allow_negative_numbers = true)]
+    ckpt_entry: Option<i64>,
     /// List the compute devices instead.
     #[arg(long)]
     devices: bool,
@@ -87,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
     let m = common::load(&ModelArgs {
         model: a.model,
         config: a.config,
+        ckpt_entry: a.ckpt_entry,
         backend: BackendKind::Cpu,
         tune: None,
         precision: "f32".into(),

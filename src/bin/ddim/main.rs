@@ -3,6 +3,7 @@
 mod bench;
 mod builtin;
 mod common;
+mod convert;
 mod eval;
 mod folder;
 mod info;
@@ -45,6 +46,8 @@ enum Cmd {
     Pack(pack::Args),
     /// Describe a model (parameters, FLOPs, tensors) or the compute devices.
     Info(info::Args),
+    /// Write any weights we read (a PyTorch checkpoint, say) as safetensors with official names.
+    Convert(convert::Args),
     /// Time the network's forward pass on random weights.
     Bench(bench::Args),
     /// Sample quality (SWD) against the training images over steps × η × skip.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Reconstruct(a) => reconstruct::run(a),
         Cmd::Info(a) => info::run(a),
         Cmd::Pack(a) => pack::run(a),
+        Cmd::Convert(a) => convert::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Eval(a) => eval::run(a),
