@@ -13,8 +13,8 @@
 #   DDIM_NO_CARGO=1   never call cargo, even where it is installed
 #   DDIM_TUNE         --tune value for ddim bench (default quick; off in quick mode), if the
 #                     binary knows --tune
-#   DDIM_PRECISIONS   precisions to bench, space- or comma-separated (default f32), passed as
-#                     --precision P if the binary knows --precision
+#   DDIM_PRECISIONS   precisions to bench, space- or comma-separated (default "f32 mixed";
+#                     f32 in quick mode), passed as --precision P if the binary knows it
 #   DDIM_CHECK_QUICK=1  tiny run for a software adapter (lavapipe): batch 1,2, 3 sample steps,
 #                     2 iterations, emoji32 and tests/fixtures/tiny only
 #   DDIM_CONFIGS      override the configs (space-separated paths)
@@ -73,7 +73,10 @@ fi
 profile_batches=${DDIM_PROFILE_BATCHES:-$batches}
 # Quick mode is for software adapters, where tuning costs minutes and means nothing.
 if [ "$quick" = 1 ]; then tune=${DDIM_TUNE:-off}; else tune=${DDIM_TUNE:-quick}; fi
-precisions=$(echo "${DDIM_PRECISIONS:-f32}" | tr ',' ' ')
+# Both precisions on a real GPU (mixed: tensor cores where the adapter has them; the bench's
+# log says which mode ran); a software adapter has no tensor cores to show.
+if [ "$quick" = 1 ]; then default_precisions=f32; else default_precisions="f32 mixed"; fi
+precisions=$(echo "${DDIM_PRECISIONS:-$default_precisions}" | tr ',' ' ')
 torch_device=${DDIM_TORCH_DEVICE:-cuda}
 torch_tf32=${DDIM_TORCH_TF32:-default}
 

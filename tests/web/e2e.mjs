@@ -110,6 +110,37 @@ await test("embed example draws the same sample", async () => {
   await page.close();
 });
 
+// A PyTorch checkpoint dropped on the page, with its config: the tiny fixture in torch's zip
+// format, against the CLI's sample of the same weights from their safetensors file.
+await test("a dropped PyTorch checkpoint samples as its safetensors file does in the CLI", async () => {
+  const page = await ctx.newPage();
+  page.on("console", (m) => m.type() === "error" && console.log("  console:", m.text()));
+  await page.goto(`${URL_}/?backend=gpu`);
+  const [s, msg] = await waitState(page, ["ready", "error"]);
+  if (s !== "ready") throw new Error(`load: ${msg}`);
+  const pth = readFileSync("tests/fixtures/torch/tiny_zip.pth").toString("base64");
+  const yml = readFileSync("tests/fixtures/torch/tiny_zip.yml", "utf8");
+  const drop = await page.evaluateHandle(([b64, text]) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "tiny_zip.pth"));
+    dt.items.add(new File([text], "tiny_zip.yml"));
+    return dt;
+  }, [pth, yml]);
+  await page.evaluate(() => { document.body.dataset.state = "dropping"; });
+  await page.dispatchEvent("body", "drop", { dataTransfer: drop });
+  const [s1, m1] = await waitState(page, ["ready", "error"]);
+  if (s1 !== "ready") throw new Error(`drop: ${m1}`);
+  const name = await page.textContent("#model-name");
+  if (!/tiny_zip\.pth/.test(name)) throw new Error(`the page did not load the dropped file: ${name}`);
+  await generate(page, { steps: 3, seed: 5, n: 2 });
+  const [s2, m2] = await waitState(page, ["done", "error"]);
+  if (s2 !== "done") throw new Error(m2);
+  const worst = compare(await pixels(page, "#results"), refImages(`${REF}/ref_tiny.npy`));
+  console.log(`     ${name}; max pixel difference ${worst}`);
+  await page.close();
+});
+
 await test("cancel stops a long run", async () => {
   const page = await ctx.newPage();
   await page.goto(`${URL_}/?backend=gpu`);
