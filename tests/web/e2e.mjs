@@ -141,6 +141,35 @@ await test("a dropped PyTorch checkpoint samples as its safetensors file does in
   await page.close();
 });
 
+// sample({ precision: "mixed" }) on WebGPU: f16 arithmetic where the adapter has shader-f16
+// (browsers get no cooperative matrices), else f32; the result says which, and stays within
+// the pixel tolerance of the f32 CLI.
+await test("the web module's mixed precision says what ran and matches the CLI", async () => {
+  const page = await ctx.newPage();
+  await page.goto(`${URL_}/web/embed-example.html?backend=gpu&steps=1&seed=5&clip`);
+  const [s, msg] = await waitState(page, ["done", "error"]);
+  if (s !== "done") throw new Error(msg);
+  const r = await page.evaluate(async () => {
+    const { Ddim } = await import("../pkg/ddim_webgpu.js");
+    const d = await Ddim.load("../models/emoji32.safetensors", undefined, { backend: "gpu" });
+    const f16 = (await navigator.gpu.requestAdapter()).features.has("shader-f16");
+    const out = await d.sample({ steps: 3, seed: 5, n: 2, clip: true, precision: "mixed" });
+    const plain = await d.sample({ steps: 3, seed: 5, n: 1, clip: true });
+    let bad = "";
+    try { await d.sample({ steps: 1, n: 1, precision: "half" }); } catch (e) { bad = String(e.message ?? e); }
+    d.free();
+    return { f16, precision: out.precision, plain: plain.precision, bad,
+      images: out.images.map((im) => Array.from(im.data)) };
+  });
+  const want = r.f16 ? "f16 arithmetic" : "f32";
+  if (r.precision !== want) throw new Error(`mixed ran ${r.precision}, expected ${want} (shader-f16: ${r.f16})`);
+  if (r.plain !== "f32") throw new Error(`back to f32 ran ${r.plain}`);
+  if (!/precision/.test(r.bad)) throw new Error(`a bad precision was not refused clearly: ${r.bad}`);
+  const worst = compare(r.images, ref);
+  console.log(`     mixed: ${r.precision}; max pixel difference ${worst}`);
+  await page.close();
+});
+
 await test("cancel stops a long run", async () => {
   const page = await ctx.newPage();
   await page.goto(`${URL_}/?backend=gpu`);
