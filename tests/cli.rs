@@ -129,17 +129,22 @@ fn output_kinds_and_resume() {
 
     // .npz: uint8 NHWC under arr_0, the same pixels as the .npy, as numpy reads them.
     run(&d.join("c.npz"), &[]);
-    let (c, hw) = (3, 16 * 16);
-    let mut want = vec![0u8; 3 * hw * c];
-    for i in 0..3 {
-        for ch in 0..c {
-            for p in 0..hw {
-                let v = a.data[(i * c + ch) * hw + p];
-                want[(i * hw + p) * c + ch] =
-                    (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8;
+    // NHWC bytes of a [3, 3, 16, 16] result, as the image outputs round them.
+    let nhwc = |t: &ddim_webgpu::Tensor| {
+        let (c, hw) = (3, 16 * 16);
+        let mut px = vec![0u8; 3 * hw * c];
+        for i in 0..3 {
+            for ch in 0..c {
+                for p in 0..hw {
+                    let v = t.data[(i * c + ch) * hw + p];
+                    px[(i * hw + p) * c + ch] =
+                        (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
             }
         }
-    }
+        px
+    };
+    let want = nhwc(&a);
     if let Some((dtype, shape, bytes)) = numpy_load(&d.join("c.npz")) {
         assert_eq!((dtype.as_str(), shape), ("|u1", vec![3, 16, 16, 3]));
         assert!(bytes == want, "numpy's arr_0 differs from the samples");
@@ -161,13 +166,32 @@ fn output_kinds_and_resume() {
         u32::from_be_bytes(png[20..24].try_into().unwrap()),
     );
     assert_eq!((w, h), (2 * 18 + 2, 2 * 18 + 2));
+    // Read independently: each tile is its sample's pixels (the first at (2, 2), 18 apart).
+    if let Some((dtype, shape, bytes)) = numpy_load(&d.join("g.png")) {
+        assert_eq!((dtype.as_str(), shape), ("|u1", vec![38, 38, 3]));
+        for i in 0..3 {
+            let (ty, tx) = (2 + 18 * (i / 2), 2 + 18 * (i % 2));
+            for y in 0..16 {
+                let row = &bytes[((ty + y) * 38 + tx) * 3..((ty + y) * 38 + tx + 16) * 3];
+                assert!(row == &want[(i * 16 + y) * 48..(i * 16 + y + 1) * 48], "tile {i}");
+            }
+        }
+    }
 
     // A folder resumes: remove the last two files and they come back identical.
     let dir = d.join("imgs");
     run(&dir, &["--batch", "1"]);
-    let want: Vec<Vec<u8>> = (0..3)
+    let files: Vec<Vec<u8>> = (0..3)
         .map(|i| std::fs::read(dir.join(format!("{i}.png"))).unwrap())
         .collect();
+    // Read independently: each file is its sample's pixels (batch 1, as b.npy ran).
+    let want = nhwc(&b);
+    for i in 0..3 {
+        if let Some((dtype, shape, bytes)) = numpy_load(&dir.join(format!("{i}.png"))) {
+            assert_eq!((dtype.as_str(), shape), ("|u1", vec![16, 16, 3]));
+            assert!(bytes == want[i * 768..(i + 1) * 768], "{i}.png");
+        }
+    }
     std::fs::remove_file(dir.join("1.png")).unwrap();
     std::fs::remove_file(dir.join("2.png")).unwrap();
     let o = ddim(&[
@@ -186,7 +210,7 @@ fn output_kinds_and_resume() {
         dir.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 3 batches already complete"));
-    for (i, w) in want.iter().enumerate() {
+    for (i, w) in files.iter().enumerate() {
         assert_eq!(
             &std::fs::read(dir.join(format!("{i}.png"))).unwrap(),
             w,

@@ -90,13 +90,38 @@ pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         / m
 }
 
-/// What numpy reads from `path` (`np.load`; for a .npz its `arr_0`): dtype string, shape and
-/// the C-order bytes. None when no python3 with numpy is found, unless DDIM_REQUIRE_NUMPY is
-/// set (CI sets it), in which case that is a failure.
+/// What an independent Python reader gets from `path`: `np.load` for .npy and .npz (its
+/// `arr_0`), and for a .png a PNG decoder written here on the standard library alone (zlib,
+/// every filter type, CRCs checked) as an [H, W, C] uint8 array. Gives the dtype string,
+/// shape and C-order bytes. None when no python3 with numpy is found, unless
+/// DDIM_REQUIRE_NUMPY is set (CI sets it), in which case that is a failure.
 pub fn numpy_load(path: &std::path::Path) -> Option<(String, Vec<usize>, Vec<u8>)> {
     let raw = path.with_extension("numpy-bytes");
-    let script = "import sys, json, numpy as np\n\
-        a = np.load(sys.argv[1])\n\
+    let script = "import sys, json, struct, zlib, numpy as np\n\
+        def png(path):\n\
+        \x20   b = open(path, 'rb').read()\n\
+        \x20   assert b[:8] == b'\\x89PNG\\r\\n\\x1a\\n', 'not a PNG'\n\
+        \x20   i, idat = 8, b''\n\
+        \x20   while True:\n\
+        \x20       n, = struct.unpack('>I', b[i:i + 4]); t = b[i + 4:i + 8]; d = b[i + 8:i + 8 + n]\n\
+        \x20       assert zlib.crc32(t + d) == struct.unpack('>I', b[i + 8 + n:i + 12 + n])[0], 'CRC'\n\
+        \x20       if t == b'IHDR': w, h, depth, ct, _, _, il = struct.unpack('>IIBBBBB', d)\n\
+        \x20       if t == b'IDAT': idat += d\n\
+        \x20       if t == b'IEND': break\n\
+        \x20       i += 12 + n\n\
+        \x20   assert depth == 8 and il == 0 and ct in (0, 2), (depth, ct, il)\n\
+        \x20   c = 1 if ct == 0 else 3; s = w * c; r = zlib.decompress(idat); prev = bytearray(s); out = bytearray()\n\
+        \x20   for y in range(h):\n\
+        \x20       f = r[y * (s + 1)]; line = bytearray(r[y * (s + 1) + 1:(y + 1) * (s + 1)])\n\
+        \x20       for x in range(s):\n\
+        \x20           a = line[x - c] if x >= c else 0; u = prev[x]; ul = prev[x - c] if x >= c else 0\n\
+        \x20           pa, pb, pc = abs(u - ul), abs(a - ul), abs(a + u - 2 * ul)\n\
+        \x20           pred = [0, a, u, (a + u) // 2, a if pa <= pb and pa <= pc else (u if pb <= pc else ul)][f]\n\
+        \x20           line[x] = (line[x] + pred) & 255\n\
+        \x20       out += line; prev = line\n\
+        \x20   return np.frombuffer(bytes(out), np.uint8).reshape(h, w, c)\n\
+        p = sys.argv[1]\n\
+        a = png(p) if p.endswith('.png') else np.load(p)\n\
         a = a['arr_0'] if isinstance(a, np.lib.npyio.NpzFile) else a\n\
         open(sys.argv[2], 'wb').write(np.ascontiguousarray(a).tobytes())\n\
         print(json.dumps([a.dtype.str, list(a.shape)]))";
