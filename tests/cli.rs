@@ -3,23 +3,12 @@
 
 mod common;
 
-use common::{assert_close, fixture, get, numpy_load, read_tensors, repo};
+use common::{assert_close, ddim, fixture, get, numpy_load, read_tensors, repo};
 use ddim_webgpu::{image, npy};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ddim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddim"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ddim-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("cli", name)
 }
 
 fn tiny() -> String {
@@ -173,7 +162,10 @@ fn output_kinds_and_resume() {
             let (ty, tx) = (2 + 18 * (i / 2), 2 + 18 * (i % 2));
             for y in 0..16 {
                 let row = &bytes[((ty + y) * 38 + tx) * 3..((ty + y) * 38 + tx + 16) * 3];
-                assert!(row == &want[(i * 16 + y) * 48..(i * 16 + y + 1) * 48], "tile {i}");
+                assert!(
+                    row == &want[(i * 16 + y) * 48..(i * 16 + y + 1) * 48],
+                    "tile {i}"
+                );
             }
         }
     }

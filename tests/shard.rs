@@ -32,10 +32,7 @@ fn ddim(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ddim-shard-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("shard", name)
 }
 
 /// 12 samples of the tiny model in batches of 4, into `out`; `extra` adds or overrides flags.

@@ -5,23 +5,12 @@
 
 mod common;
 
-use common::{fixture, read_tensors};
+use common::{ddim, fixture, read_tensors};
 use ddim_webgpu::safetensors::TensorFile;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ddim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddim"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ddim-torch-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("torch", name)
 }
 
 fn torch_fixture(name: &str) -> String {

@@ -9,6 +9,22 @@ use ddim_webgpu::schedule::{step_table, timesteps, Skip, StepOptions};
 use ddim_webgpu::Tensor;
 use std::path::PathBuf;
 
+/// Run the `ddim` binary with these arguments.
+pub fn ddim(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ddim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A fresh, empty folder for one test: `<tmp>/ddim-<suite>-<pid>-<name>`.
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ddim-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// A path inside the repository.
 pub fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
