@@ -9,7 +9,9 @@
 // im2col slice, rounds them to f16 into workgroup memory, and each subgroup multiplies its
 // fragments there. The accumulators go through workgroup memory once at the end, where the
 // usual epilogue (bias, temb, residual) reads them. The host keeps THREADS a multiple of BN,
-// so each invocation gathers one fixed output column and decodes its pixel once.
+// so each invocation gathers one fixed output column and decodes its pixel once. Every tile
+// here is row-major, so fragments move with coopLoadT/coopStoreT (wgpu's plain coopLoad and
+// coopStore read and write column-major).
 
 enable wgpu_cooperative_matrix;
 
@@ -62,10 +64,10 @@ fn main(
     workgroupBarrier();
     let sm = (sg / WN) * 32u;
     let sn = (sg % WN) * 32u;
-    var c00 = coopLoad<coop_mat16x16<f32, C>>(&c_s[sm * BN + sn], BN);
-    var c01 = coopLoad<coop_mat16x16<f32, C>>(&c_s[sm * BN + sn + 16u], BN);
-    var c10 = coopLoad<coop_mat16x16<f32, C>>(&c_s[(sm + 16u) * BN + sn], BN);
-    var c11 = coopLoad<coop_mat16x16<f32, C>>(&c_s[(sm + 16u) * BN + sn + 16u], BN);
+    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sm * BN + sn], BN);
+    var c01 = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sm * BN + sn + 16u], BN);
+    var c10 = coopLoadT<coop_mat16x16<f32, C>>(&c_s[(sm + 16u) * BN + sn], BN);
+    var c11 = coopLoadT<coop_mat16x16<f32, C>>(&c_s[(sm + 16u) * BN + sn + 16u], BN);
     for (var k0 = 0u; k0 < kdim; k0 += BK) {
         // Weights: consecutive lanes read consecutive k of one output channel.
         for (var e = li; e < A_LEN; e += THREADS) {
@@ -94,10 +96,10 @@ fn main(
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk += 16u) {
-            let a0 = coopLoad<coop_mat16x16<f16, A>>(&a_s[sm * BK + kk], BK);
-            let a1 = coopLoad<coop_mat16x16<f16, A>>(&a_s[(sm + 16u) * BK + kk], BK);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&b_s[kk * BN + sn], BN);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&b_s[kk * BN + sn + 16u], BN);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[sm * BK + kk], BK);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_s[(sm + 16u) * BK + kk], BK);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[kk * BN + sn], BN);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_s[kk * BN + sn + 16u], BN);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
@@ -105,10 +107,10 @@ fn main(
         }
         workgroupBarrier();
     }
-    coopStore(c00, &c_s[sm * BN + sn], BN);
-    coopStore(c01, &c_s[sm * BN + sn + 16u], BN);
-    coopStore(c10, &c_s[(sm + 16u) * BN + sn], BN);
-    coopStore(c11, &c_s[(sm + 16u) * BN + sn + 16u], BN);
+    coopStoreT(c00, &c_s[sm * BN + sn], BN);
+    coopStoreT(c01, &c_s[sm * BN + sn + 16u], BN);
+    coopStoreT(c10, &c_s[(sm + 16u) * BN + sn], BN);
+    coopStoreT(c11, &c_s[(sm + 16u) * BN + sn + 16u], BN);
     workgroupBarrier();
     for (var e = li; e < C_LEN; e += THREADS) {
         let m = m0 + e / BN;

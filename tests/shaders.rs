@@ -59,11 +59,16 @@ fn every_pipeline_specialises_and_compiles_to_spirv() {
 }
 
 /// The tensor-core kernel really multiplies on cooperative matrices: its SPIR-V declares
-/// the capability and holds the multiply-add, for every tile and subgroup size offered.
+/// the capability, holds the multiply-add and moves every fragment row-major, for every tile
+/// and subgroup size offered.
 #[test]
 fn the_tensor_core_kernel_compiles_to_cooperative_matrix_spirv() {
     const CAPABILITY_COOPERATIVE_MATRIX_KHR: u32 = 6022;
+    const OP_CONSTANT: u32 = 43;
+    const OP_COOPERATIVE_MATRIX_LOAD_KHR: u32 = 4457;
+    const OP_COOPERATIVE_MATRIX_STORE_KHR: u32 = 4458;
     const OP_COOPERATIVE_MATRIX_MUL_ADD_KHR: u32 = 4459;
+    const ROW_MAJOR_KHR: u32 = 0;
     let coop: Vec<Key> = every_key()
         .into_iter()
         .filter(|k| k.shader == Shader::ConvCoop)
@@ -83,6 +88,37 @@ fn the_tensor_core_kernel_compiles_to_cooperative_matrix_spirv() {
                 has_op(OP_COOPERATIVE_MATRIX_MUL_ADD_KHR),
                 "{key:?}: no multiply-add"
             );
+            // Every fragment load and store is row-major, as the kernel's tiles are laid out
+            // (a column-major one computes the transposed product).
+            let mut constants = std::collections::HashMap::new();
+            let mut layouts = Vec::new();
+            let mut i = 5;
+            while i < words.len() {
+                let (len, op) = (((words[i] >> 16) as usize).max(1), words[i] & 0xffff);
+                let ins = &words[i..(i + len).min(words.len())];
+                match op {
+                    OP_CONSTANT if len == 4 => {
+                        constants.insert(ins[2], ins[3]);
+                    }
+                    // Load: type, id, pointer, layout. Store: pointer, object, layout.
+                    OP_COOPERATIVE_MATRIX_LOAD_KHR => layouts.push(ins[4]),
+                    OP_COOPERATIVE_MATRIX_STORE_KHR => layouts.push(ins[3]),
+                    _ => {}
+                }
+                i += len;
+            }
+            assert!(
+                layouts.len() >= 12,
+                "{key:?}: {} fragment moves",
+                layouts.len()
+            );
+            for id in layouts {
+                assert_eq!(
+                    constants.get(&id),
+                    Some(&ROW_MAJOR_KHR),
+                    "{key:?}: not row-major"
+                );
+            }
         }
     }
 }

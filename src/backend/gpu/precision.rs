@@ -165,7 +165,7 @@ where
                 a.name()
             )),
             Err(why) => notes.push(format!(
-                "warning: {} could not run its self-check ({why}); not using it",
+                "warning: {} failed its self-check on this device ({why}); not using it",
                 a.name()
             )),
         }
@@ -178,14 +178,40 @@ mod tests {
     use super::*;
     use wgpu::Features as F;
 
-    fn run(want: Precision, features: F, coop: Option<&str>, fails: &[Arith]) -> (Arith, String) {
+    /// Resolve with checks that pass, except for the modes in `fails` (which disagree with
+    /// f32) and in `broken` (which cannot produce a result at all).
+    fn run_with(
+        want: Precision,
+        features: F,
+        coop: Option<&str>,
+        fails: &[Arith],
+        broken: &[Arith],
+    ) -> (Arith, String) {
         let c = candidates(want, features, coop.map(str::to_string));
         let (a, notes) = pollster::block_on(resolve(want, c, |a| {
-            let bad = fails.contains(&a);
-            async move { Ok(Ok(if bad { 0.5 } else { 1e-3 })) }
+            let r = if broken.contains(&a) {
+                Err("its output has NaN at element 0".to_string())
+            } else {
+                Ok(if fails.contains(&a) { 0.5 } else { 1e-3 })
+            };
+            async move { Ok(r) }
         }))
         .unwrap();
         (a, notes.join("\n"))
+    }
+
+    fn run(want: Precision, features: F, coop: Option<&str>, fails: &[Arith]) -> (Arith, String) {
+        run_with(want, features, coop, fails, &[])
+    }
+
+    #[test]
+    fn a_mode_that_cannot_produce_a_result_is_passed_over() {
+        let (a, n) = run_with(Precision::Mixed, F::all(), None, &[], &[Arith::Coop]);
+        assert_eq!(a, Arith::F16);
+        assert!(
+            n.contains("failed its self-check") && n.contains("NaN"),
+            "{n}"
+        );
     }
 
     #[test]
