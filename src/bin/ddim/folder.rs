@@ -70,6 +70,14 @@ pub fn run(be: &mut dyn Backend, job: &FolderJob, bar: &mut Bar) -> Result<usize
         span_text(&mine),
         span_text(&samples),
     );
+    if job.shard.count > batches {
+        eprintln!(
+            "warning: {} shards share {batches} batches of {batch}, so {} of them have \
+             nothing to do; a smaller --batch spreads the work",
+            job.shard.count,
+            job.shard.count - batches
+        );
+    }
     let todo: Vec<usize> = mine
         .clone()
         .filter(|&k| span(&(k..k + 1)).any(|i| read_sample(&file(job.dir, i), c, r).is_err()))

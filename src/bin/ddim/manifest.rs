@@ -38,6 +38,9 @@ pub struct Manifest {
     /// are computed together.
     pub batch: usize,
     pub init_noise_sha256: Option<String>,
+    /// `--precision` as asked (f32 or mixed): one folder never mixes the two. (What mixed
+    /// came to on each device may differ, as GPU models do: see the README.)
+    pub precision: String,
 }
 
 fn hex(d: impl AsRef<[u8]>) -> String {
@@ -62,6 +65,7 @@ pub struct Settings<'a> {
     pub n: usize,
     pub batch: usize,
     pub init: Option<&'a Tensor>,
+    pub precision: &'a str,
 }
 
 impl Manifest {
@@ -85,6 +89,7 @@ impl Manifest {
             n: s.n,
             batch: s.batch,
             init_noise_sha256: s.init.map(|t| hash_f32s([&t.data[..]])),
+            precision: s.precision.to_string(),
         }
     }
 
@@ -118,6 +123,18 @@ impl Manifest {
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
+}
+
+/// `read`, retried a few times over a second: where the manifest had to be written in place
+/// (no hard links), another shard may see it before its writer has finished.
+fn read_settled(dir: &Path) -> Result<Option<Manifest>> {
+    for _ in 0..10 {
+        if let Ok(m) = read(dir) {
+            return Ok(m);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    read(dir)
 }
 
 pub fn read(dir: &Path) -> Result<Option<Manifest>> {
@@ -166,14 +183,29 @@ pub fn claim(dir: &Path, want: &Manifest) -> Result<()> {
             .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
         let linked = written.and_then(|()| std::fs::hard_link(&tmp, &p));
         let _ = std::fs::remove_file(&tmp);
+        use std::io::ErrorKind as K;
         match linked {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == K::AlreadyExists => {}
+            // Object-store mounts (gcsfuse, s3fs) have no hard links: an exclusive create
+            // still lets only one process win, though a reader may briefly see it partial.
+            Err(e) if matches!(e.kind(), K::Unsupported | K::PermissionDenied) => {
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+                match created {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == K::AlreadyExists => {}
+                    Err(e) => return Err(Error::io(&p, e).into()),
+                }
+            }
             Err(e) => return Err(Error::io(&p, e).into()),
         }
     }
-    let have =
-        read(dir)?.ok_or_else(|| Error::invalid("out", format!("{}: vanished", p.display())))?;
+    let have = read_settled(dir)?
+        .ok_or_else(|| Error::invalid("out", format!("{}: vanished", p.display())))?;
     let diff = want.differences(&have);
     if !diff.is_empty() {
         return Err(Error::invalid(

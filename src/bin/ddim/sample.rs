@@ -25,7 +25,7 @@ pub struct Args {
     /// Number of samples [default: 16, or the N of --init-noise].
     #[arg(long)]
     n: Option<usize>,
-    /// Samples per batch [default: all that fit].
+    /// Samples per batch [default: all that fit; for a folder, its own, else 64].
     #[arg(long)]
     batch: Option<usize>,
     /// Start from this x_T instead: float32 .npy of shape [N, C, H, W].
@@ -47,6 +47,10 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
 }
+
+/// Samples per batch of a folder run without --batch: fixed, so that shards on different
+/// machines split the same batches; large enough to keep a GPU busy.
+const FOLDER_BATCH: usize = 64;
 
 pub fn load_init(path: &Path, n: Option<usize>, c: usize, r: usize) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -114,19 +118,26 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => Some(load_init(p, a.n, c, r)?),
         None => None,
     };
-    let n = init.as_ref().map_or(a.n.unwrap_or(16), |t| t.shape[0]);
+    // A folder remembers its run: a resumed or later shard need not repeat --n or --batch.
+    let existing = match kind {
+        Kind::Dir => manifest::read(&a.out)?,
+        _ => None,
+    };
+    let n = match &init {
+        Some(t) => t.shape[0],
+        None => a.n.or(existing.as_ref().map(|m| m.n)).unwrap_or(16),
+    };
     output::check_channels(kind, c)?;
     let mut backend = common::backend(&a.model, &model)?;
     let mut bar = Bar::new("sampling");
     if kind == Kind::Dir {
-        // The batch fixes which samples are computed together, so a folder keeps the one it
-        // was started with unless told otherwise (and then refuses, through the manifest).
-        let batch = match (a.batch, manifest::read(&a.out)?) {
-            (Some(b), _) => b,
-            (None, Some(m)) => m.batch,
-            (None, None) => backend.max_batch(),
-        }
-        .clamp(1, n);
+        // The batch fixes which samples are computed together, so it must not depend on the
+        // machine: --batch, else the folder's, else a fixed default.
+        let batch = a
+            .batch
+            .or(existing.as_ref().map(|m| m.batch))
+            .unwrap_or(FOLDER_BATCH)
+            .clamp(1, n);
         let m = Manifest::new(&Settings {
             model: &model,
             timesteps: &seq,
@@ -137,6 +148,7 @@ pub fn run(a: Args) -> Result<()> {
             n,
             batch,
             init: init.as_ref(),
+            precision: &a.model.precision,
         });
         let job = FolderJob {
             dir: &a.out,

@@ -114,6 +114,18 @@ impl Shard {
                 "SLURM_ARRAY_TASK_COUNT",
                 &need("SLURM_ARRAY_TASK_COUNT", e)?,
             )?;
+            // A list like --array=0,2,4 has MIN 0 and COUNT 3 but IDs up to 4: refuse it here
+            // rather than as an index out of range on some of its tasks.
+            if let Some(max) = get("SLURM_ARRAY_TASK_MAX") {
+                let max = number("SLURM_ARRAY_TASK_MAX", &max)?;
+                if max.checked_sub(min).map(|d| d + 1) != Some(count) {
+                    return Err(bad(format!(
+                        "{e}: SLURM_ARRAY_TASK_MIN={min}, SLURM_ARRAY_TASK_MAX={max} and \
+                         SLURM_ARRAY_TASK_COUNT={count} are not a contiguous range; use \
+                         --array=A-B"
+                    )));
+                }
+            }
             let index = id.checked_sub(min).ok_or_else(|| {
                 bad(format!(
                     "{e}: SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
@@ -157,7 +169,9 @@ impl Shard {
 
     /// This shard's batches out of `batches`: contiguous, as even as they divide.
     pub fn batches(&self, batches: usize) -> Range<usize> {
-        (self.index * batches / self.count)..((self.index + 1) * batches / self.count)
+        // In u128: index × batches can pass usize for absurd but accepted inputs.
+        let at = |i: usize| (i as u128 * batches as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
     }
 }
 
@@ -215,6 +229,14 @@ mod tests {
             ("SLURM_ARRAY_TASK_COUNT", "4"),
         ];
         assert_eq!(auto(&slurm, None), Ok((2, 4)));
+        let mut gaps = slurm.to_vec();
+        gaps.push(("SLURM_ARRAY_TASK_MAX", "16"));
+        assert!(auto(&gaps, None).unwrap_err().contains("contiguous"));
+        let mut whole = slurm.to_vec();
+        whole.push(("SLURM_ARRAY_TASK_MAX", "13"));
+        assert_eq!(auto(&whole, None), Ok((2, 4)));
+        let huge = Shard::checked(usize::MAX - 1, usize::MAX, String::new()).unwrap();
+        assert!(huge.batches(3).end <= 3);
         let mut stepped = slurm.to_vec();
         stepped.push(("SLURM_ARRAY_TASK_STEP", "2"));
         assert!(auto(&stepped, None).unwrap_err().contains("STEP=2"));
