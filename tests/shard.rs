@@ -198,7 +198,24 @@ fn a_folder_refuses_another_run_and_resumes_its_own() {
     let torn = &whole["5.png"][..40];
     std::fs::write(dir.join("5.png"), torn).unwrap();
     std::fs::remove_file(dir.join("11.png")).unwrap();
-    let err = ok(sample(&dir, &[], &[]));
+    // Without --n and --batch: the folder's own (not 16 and 64) are used.
+    let m = fixture("tiny/model.safetensors").display().to_string();
+    let args = [
+        "sample",
+        "--model",
+        &m,
+        "--backend",
+        "cpu",
+        "--steps",
+        "2",
+        "--eta",
+        "0.5",
+        "--seed",
+        "5",
+        "--out",
+    ];
+    let o = ddim(&[&args[..], &[dir.to_str().unwrap()]].concat(), &[]);
+    let err = ok(o);
     assert!(err.contains("1 of 3 batches already complete"), "{err}");
     assert!(files(&dir) == whole);
     let _ = std::fs::remove_dir_all(&d);
