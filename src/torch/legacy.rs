@@ -29,10 +29,13 @@ pub fn open(bytes: &[u8]) -> Result<(Pickle, Storages<'_>), String> {
         pos += p.end;
         Ok(p)
     };
+    // Each pickle may build objects up to a floor however short it is (see `pickle`), so the
+    // first three are dropped once checked: only two are ever held at once.
     let magic = next("the magic number")?;
     if !matches!(&magic.root, Value::BigInt(b) if **b == MAGIC) {
         return Err("no torch magic number at the start".into());
     }
+    drop(magic);
     let version = next("the protocol version")?;
     if !matches!(version.root, Value::Int(PROTOCOL_VERSION)) {
         return Err(format!(
@@ -40,6 +43,7 @@ pub fn open(bytes: &[u8]) -> Result<(Pickle, Storages<'_>), String> {
             version.describe(&version.root)
         ));
     }
+    drop(version);
     let info = next("sys_info")?;
     if let Some(Obj::Dict(d)) = info.obj(&info.root) {
         let little = d.iter().find_map(|(k, v)| match (k, v) {
@@ -52,6 +56,7 @@ pub fn open(bytes: &[u8]) -> Result<(Pickle, Storages<'_>), String> {
             );
         }
     }
+    drop(info);
     let graph = next("the object pickle")?;
     let keys = next("the storage key list")?;
     let keys: Vec<&str> = match keys.obj(&keys.root) {

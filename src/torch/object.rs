@@ -2,6 +2,7 @@
 //! a checkpoint may name. Everything here is inert data; "calling" a global only ever builds
 //! one of these.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::rc::Rc;
 
 /// The element type of a torch storage, named by its storage class.
@@ -183,4 +184,52 @@ impl Pickle {
             (_, None) => "nothing".into(),
         }
     }
+}
+
+/// A dict key, equal to another exactly when Python finds the two equal.
+#[derive(PartialEq, Eq, Hash)]
+enum Key {
+    None,
+    Int(i64),
+    Float(u64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+}
+
+impl Key {
+    fn of(v: &Value) -> Option<Key> {
+        Some(match v {
+            Value::None => Key::None,
+            // True == 1 == 1.0 in Python, as dict keys too.
+            Value::Bool(b) => Key::Int((*b).into()),
+            Value::Int(i) => Key::Int(*i),
+            Value::Float(x) if x.fract() == 0.0 && x.abs() < 9.2e18 => Key::Int(*x as i64),
+            Value::Float(x) if !x.is_nan() => Key::Float(x.to_bits()),
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Bytes(b) => Key::Bytes(b.clone()),
+            // NaN equals nothing; big integers and tuples as keys are not torch's. They stay
+            // as written.
+            _ => return None,
+        })
+    }
+}
+
+/// As Python's dict: a key set again keeps its first place and takes the last value.
+pub fn keep_last(d: &mut Vec<(Value, Value)>) {
+    if d.len() < 2 {
+        return;
+    }
+    let mut at: HashMap<Key, usize> = HashMap::new();
+    let mut out: Vec<(Value, Value)> = Vec::with_capacity(d.len());
+    for (k, v) in d.drain(..) {
+        match Key::of(&k).map(|key| at.entry(key)) {
+            Some(Entry::Occupied(i)) => out[*i.get()].1 = v,
+            Some(Entry::Vacant(i)) => {
+                i.insert(out.len());
+                out.push((k, v));
+            }
+            None => out.push((k, v)),
+        }
+    }
+    *d = out;
 }

@@ -1,7 +1,7 @@
 //! Hand-made pickles and containers: what torch writes is read, and what it does not write
 //! (other globals, lies about sizes, absurd nesting, damage) is refused with a reason.
 
-use super::object::Obj;
+use super::object::{Obj, Value};
 use super::pickle;
 use super::*;
 use std::io::Write;
@@ -422,6 +422,36 @@ fn names_that_collide_are_refused() {
     assert!(e.contains("two entries map to the same name \"w\""), "{e}");
 }
 
+#[test]
+fn a_key_set_twice_keeps_its_place_and_last_value() {
+    let t = |k: &str| tensor("FloatStorage", k, 1, 0, &[1], &[1]);
+    let pkl = pickle(&dict(&[("w", t("0")), ("b", t("1")), ("w", t("2"))]));
+    let data = [
+        ("data/0", f32s(&[1.])),
+        ("data/1", f32s(&[2.])),
+        ("data/2", f32s(&[3.])),
+    ];
+    let data: Vec<(&str, &[u8])> = data.iter().map(|(n, b)| (*n, &b[..])).collect();
+    let f = parse(&zip_file(&pkl, &data), "d.pth", None).unwrap();
+    let names: Vec<&str> = f.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["w", "b"], "as Python's dict");
+    assert_eq!(f.get("w").unwrap().data, [3.]);
+    // 1, True and 1.0 are one key to Python; 0.5 is another.
+    let keys =
+        b"}(K\x01K\x01\x88K\x02G?\xf0\x00\x00\x00\x00\x00\x00K\x03G?\xe0\x00\x00\x00\x00\x00\x00Nu";
+    let p = pickle::load(&pickle(keys)).unwrap();
+    let Some(Obj::Dict(d)) = p.obj(&p.root) else {
+        panic!("not a dict")
+    };
+    assert!(matches!(
+        d[..],
+        [
+            (Value::Int(1), Value::Int(3)),
+            (Value::Float(_), Value::None)
+        ]
+    ));
+}
+
 /// The (offset, length) of every zip header's compression field.
 fn method_fields(zip: &[u8]) -> Vec<usize> {
     let mut at = Vec::new();
@@ -501,3 +531,5 @@ fn mutated_files_never_panic() {
         let _ = parse(&z, "m.pth", None);
     }
 }
+
+mod hostile;
