@@ -120,7 +120,12 @@ pub fn batch_grid(t: &Tensor, cols: Option<usize>) -> Result<Image> {
 /// Read a PNG as one [1, C, H, W] image in model space ([-1, 1]), with C = `channels`.
 pub fn read_png(path: &Path, channels: usize) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |why: String| Error::invalid("input", format!("{}: {why}", path.display()));
+    decode_png(&bytes, &path.display().to_string(), channels)
+}
+
+/// `read_png` on bytes already read; `name` is the file for messages.
+pub fn decode_png(bytes: &[u8], name: &str, channels: usize) -> Result<Tensor> {
+    let bad = |why: String| Error::invalid("input", format!("{name}: {why}"));
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = dec
