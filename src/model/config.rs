@@ -78,12 +78,23 @@ impl ModelConfig {
             path: path.to_string(),
             why,
         };
-        if self.ch_mult.len() > 12 || self.ch > 1 << 16 || self.resolution > 1 << 14 {
+        // Bounds far past any DDPM UNet, so that the plan's shapes and loops stay small
+        // numbers whatever a config says.
+        if self.ch_mult.len() > 12
+            || self.ch > 1 << 16
+            || self.resolution > 1 << 14
+            || self.num_res_blocks > 64
+            || self.in_channels.max(self.out_ch) > 1 << 16
+        {
             return Err(bad(format!(
-                "{} levels, ch {} or resolution {} is beyond any DDPM UNet",
+                "{} levels, ch {}, resolution {}, num_res_blocks {}, in_channels {} or out_ch {} \
+                 is beyond any DDPM UNet",
                 self.ch_mult.len(),
                 self.ch,
-                self.resolution
+                self.resolution,
+                self.num_res_blocks,
+                self.in_channels,
+                self.out_ch
             )));
         }
         if self.ch == 0 || self.ch_mult.is_empty() || self.in_channels == 0 || self.out_ch == 0 {
@@ -423,6 +434,24 @@ mod tests {
         assert_eq!(c.model.attn_resolutions, vec![16]);
         assert_eq!(c.model.resolution, 32);
         assert_eq!(c.diffusion.beta_start, 1e-4);
+    }
+
+    /// Found fuzzing the config parsers (fuzz/README.md): each parsed, and then building its
+    /// plan or schedule overflowed (a panic) or ran out of memory.
+    #[test]
+    fn sizes_past_any_unet_are_errors() {
+        for (from, to) in [
+            ("num_res_blocks: 2", "num_res_blocks: 100000000"),
+            ("in_channels: 3", "in_channels: 4611686018427387904"),
+            ("out_ch: 3", "out_ch: 4611686018427387904"),
+        ] {
+            let e = from_yaml(&CIFAR.replace(from, to), "big.yml").unwrap_err();
+            assert!(e.to_string().contains("beyond any DDPM UNet"), "{e}");
+        }
+        let t = "num_diffusion_timesteps: 100000000000";
+        let c = from_yaml(&CIFAR.replace("num_diffusion_timesteps: 1000", t), "t.yml").unwrap();
+        let e = c.diffusion.schedule().unwrap_err().to_string();
+        assert!(e.contains("100000000000"), "{e}");
     }
 
     #[test]
