@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::schedule::{BetaSchedule, FinalAlpha, Prediction, Schedule, Skip};
 use serde_json::Value;
+use yaml_rust2::parser::{Event, EventReceiver, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The network's shape: the fields of the official `model:` section.
@@ -167,12 +168,34 @@ fn yaml_list(y: &Yaml, key: &str, path: &str) -> Result<Vec<usize>> {
     }
 }
 
+/// Does the YAML use an alias (`*name`)? The loader copies the anchored node for each one, so
+/// nested aliases grow a few hundred bytes into gigabytes ("billion laughs"); ddim configs
+/// never use them.
+fn has_alias(text: &str) -> Result<bool, yaml_rust2::ScanError> {
+    struct Aliases(bool);
+    impl EventReceiver for Aliases {
+        fn on_event(&mut self, ev: Event) {
+            self.0 |= matches!(ev, Event::Alias(_));
+        }
+    }
+    let mut seen = Aliases(false);
+    Parser::new_from_str(text).load(&mut seen, true)?;
+    Ok(seen.0)
+}
+
 /// Parse the official ddim YAML layout.
 pub fn from_yaml(text: &str, path: &str) -> Result<Config> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| Error::Config {
+    let bad_yaml = |e: yaml_rust2::ScanError| Error::Config {
         path: path.into(),
         why: format!("not valid YAML: {e}"),
-    })?;
+    };
+    if has_alias(text).map_err(bad_yaml)? {
+        return Err(Error::Config {
+            path: path.into(),
+            why: "YAML aliases (*name) are not supported".into(),
+        });
+    }
+    let docs = YamlLoader::load_from_str(text).map_err(bad_yaml)?;
     let doc = docs.first().ok_or_else(|| Error::Config {
         path: path.into(),
         why: "empty document".into(),
@@ -452,6 +475,18 @@ mod tests {
         let c = from_yaml(&CIFAR.replace("num_diffusion_timesteps: 1000", t), "t.yml").unwrap();
         let e = c.diffusion.schedule().unwrap_err().to_string();
         assert!(e.contains("100000000000"), "{e}");
+    }
+
+    /// Nine levels of ten aliases each: 10^9 copies of a list from 446 bytes.
+    #[test]
+    fn yaml_aliases_are_refused_before_they_expand() {
+        let mut text = "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n".to_string();
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        let e = from_yaml(&(text + CIFAR), "laughs.yml").unwrap_err();
+        assert!(e.to_string().contains("aliases"), "{e}");
     }
 
     #[test]
