@@ -3,8 +3,9 @@
 
     python3 fuzz/make_seeds.py
 
-Needs numpy and safetensors; torch for the torch seeds (skipped without it). The configs and
-.npy noise come from tests/fixtures and models/ as they are; the rest is made here.
+Needs numpy and safetensors; torch for the torch seeds (skipped without it; its legacy
+format is not byte-reproducible). The configs and .npy noise come from tests/fixtures and
+models/ as they are; the rest is made here. Files named regress-* are kept.
 """
 
 import json
@@ -78,6 +79,12 @@ def model_seeds():
                 entries["module." + key] = dict(entries[key], data_offsets=[len(out)] * 2,
                                                 shape=[0])
         put("model", name + ".safetensors", raw_safetensors(entries, bytes(out)))
+
+
+def config_fields_seeds():
+    """Bytes the target reads as choices: all-low picks small values, all-high the edges."""
+    for name, b in [("low", bytes(64)), ("high", b"\xff" * 64), ("ramp", bytes(range(128)))]:
+        put("config_fields", name, b)
 
 
 def npy_seeds():
@@ -155,13 +162,17 @@ def torch_seeds():
 
 
 if __name__ == "__main__":
-    for t in ["safetensors", "model", "npy", "config", "png", "torch"]:
-        shutil.rmtree(OUT / t, ignore_errors=True)
-        (OUT / t).mkdir(parents=True)
+    for t in ["safetensors", "model", "npy", "config", "config_fields", "png", "torch"]:
+        (OUT / t).mkdir(parents=True, exist_ok=True)
+        # regress-* are inputs that once failed (fuzz/README.md); they stay.
+        for p in (OUT / t).iterdir():
+            if not p.name.startswith("regress-"):
+                p.unlink()
     safetensors_seeds()
     model_seeds()
     npy_seeds()
     config_seeds()
+    config_fields_seeds()
     png_seeds()
     torch_seeds()
     for d in sorted(OUT.iterdir()):

@@ -17,7 +17,7 @@ features=()
 # The PyTorch reader is on another branch until it lands; its target is built once it has.
 if [ -f ../src/torch/mod.rs ]; then features=(--features torch); fi
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(safetensors npy config model png)
+  targets=(safetensors npy config config_fields model png)
   if [ ${#features[@]} -gt 0 ]; then targets+=(torch); fi
 fi
 
@@ -46,8 +46,11 @@ for t in "${targets[@]}"; do
   mkdir -p "work/$t" "artifacts/$t"
   start=$(date +%s)
   rc=0
+  # Keys and edge numbers: byte mutation alone rarely writes a 12-digit count.
+  dict=()
+  if [ -f "dict/$t.dict" ]; then dict=(-dict="dict/$t.dict"); fi
   nice -n 19 "$bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-    -malloc_limit_mb=512 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
+    -malloc_limit_mb=512 -print_final_stats=1 -artifact_prefix="artifacts/$t/" "${dict[@]}" \
     "work/$t" "corpus/$t" > "work/$t.log" 2>&1 || rc=$?
   took=$(($(date +%s) - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "work/$t.log" | tail -1)
