@@ -142,6 +142,18 @@ pub fn decode_png(bytes: &[u8], name: &str, channels: usize) -> Result<Tensor> {
             "{w}×{h} pixels is more than the {MAX_PIXELS} this reads"
         )));
     }
+    // png 0.18.1 panics expanding a palette that is not whole RGB triples
+    // (image-rs/image-png#694, fixed upstream after that release); the PNG spec requires them.
+    if reader
+        .info()
+        .palette
+        .as_ref()
+        .is_some_and(|p| p.len() % 3 != 0)
+    {
+        return Err(bad(
+            "its PLTE chunk is not a whole number of RGB entries".into()
+        ));
+    }
     let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
     let info = reader
         .next_frame(&mut buf)
@@ -249,6 +261,36 @@ mod tests {
             e.contains("huge.png") && e.contains("65544×16714760"),
             "{e}"
         );
+    }
+
+    /// A 1×1 indexed PNG with the given PLTE chunk.
+    fn indexed(plte: &[u8]) -> Vec<u8> {
+        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [
+            &1u32.to_be_bytes()[..],
+            &1u32.to_be_bytes(),
+            &[8, 3, 0, 0, 0],
+        ];
+        chunk(&mut f, b"IHDR", &ihdr.concat());
+        chunk(&mut f, b"PLTE", plte);
+        // One row (filter 0, index 0) as a stored zlib block.
+        chunk(
+            &mut f,
+            b"IDAT",
+            b"\x78\x01\x01\x02\x00\xfd\xff\x00\x00\x00\x02\x00\x01",
+        );
+        chunk(&mut f, b"IEND", b"");
+        f
+    }
+
+    /// Found by fuzzing (fuzz/README.md): a PLTE of 4 bytes made png 0.18.1 panic in
+    /// next_frame.
+    #[test]
+    fn a_palette_of_partial_entries_is_an_error_not_a_panic() {
+        let t = decode_png(&indexed(&[255, 0, 0]), "red.png", 3).unwrap();
+        assert_eq!(t.data, [1.0, -1.0, -1.0]);
+        let e = decode_png(&indexed(&[1, 2, 3, 4]), "plte.png", 3).unwrap_err();
+        assert!(e.to_string().contains("plte.png: its PLTE"), "{e}");
     }
 
     #[test]
