@@ -138,15 +138,43 @@ pub fn batch_grid(t: &Tensor, cols: Option<usize>) -> Result<Image> {
     Ok(grid(&imgs, cols))
 }
 
+/// The largest image `decode_png` takes (4096×4096): 201 MB as 3-channel f32.
+const MAX_PIXELS: u64 = 1 << 24;
+
 /// Read a PNG as one [1, C, H, W] image in model space ([-1, 1]), with C = `channels`.
 pub fn read_png(path: &Path, channels: usize) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |why: String| Error::invalid("input", format!("{}: {why}", path.display()));
+    decode_png(&bytes, &path.display().to_string(), channels)
+}
+
+/// `read_png` on bytes already read; `name` is the file for messages.
+pub fn decode_png(bytes: &[u8], name: &str, channels: usize) -> Result<Tensor> {
+    let bad = |why: String| Error::invalid("input", format!("{name}: {why}"));
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = dec
         .read_info()
         .map_err(|e| bad(format!("not a PNG: {e}")))?;
+    // The header alone sets the buffer sizes below, and png's memory limit does not cover
+    // the image buffer: an 81-byte file can ask for a terabyte.
+    let (w, h) = reader.info().size();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(bad(format!(
+            "{w}×{h} pixels is more than the {MAX_PIXELS} this reads"
+        )));
+    }
+    // png 0.18.1 panics expanding a palette that is not whole RGB triples
+    // (image-rs/image-png#694, fixed upstream after that release); the PNG spec requires them.
+    if reader
+        .info()
+        .palette
+        .as_ref()
+        .is_some_and(|p| p.len() % 3 != 0)
+    {
+        return Err(bad(
+            "its PLTE chunk is not a whole number of RGB entries".into()
+        ));
+    }
     let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
     let info = reader
         .next_frame(&mut buf)
@@ -221,4 +249,81 @@ pub fn read_atlas(path: &Path) -> Result<Tensor> {
         }
     }
     Tensor::new(vec![count, 3, tile, tile], data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        let crc = crc32fast::hash(&[&kind[..], body].concat());
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Found by fuzzing (fuzz/README.md): a header of 65544×16714760 gray pixels made
+    /// `decode_png` allocate its 1.1 TB output buffer before reading any data. (The fuzz
+    /// build skips png's CRC checks, so the saved input is rebuilt here with valid CRCs.)
+    #[test]
+    fn a_huge_header_is_refused_before_any_allocation() {
+        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [
+            &65544u32.to_be_bytes()[..],
+            &16714760u32.to_be_bytes(),
+            &[8, 0, 0, 0, 0],
+        ];
+        chunk(&mut f, b"IHDR", &ihdr.concat());
+        chunk(&mut f, b"IDAT", b"x\x9cc`\x00\x00\x00\x02\x00\x01");
+        chunk(&mut f, b"IEND", b"");
+        let e = decode_png(&f, "huge.png", 3).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.png") && e.contains("65544×16714760"),
+            "{e}"
+        );
+    }
+
+    /// A 1×1 indexed PNG with the given PLTE chunk.
+    fn indexed(plte: &[u8]) -> Vec<u8> {
+        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [
+            &1u32.to_be_bytes()[..],
+            &1u32.to_be_bytes(),
+            &[8, 3, 0, 0, 0],
+        ];
+        chunk(&mut f, b"IHDR", &ihdr.concat());
+        chunk(&mut f, b"PLTE", plte);
+        // One row (filter 0, index 0) as a stored zlib block.
+        chunk(
+            &mut f,
+            b"IDAT",
+            b"\x78\x01\x01\x02\x00\xfd\xff\x00\x00\x00\x02\x00\x01",
+        );
+        chunk(&mut f, b"IEND", b"");
+        f
+    }
+
+    /// Found by fuzzing (fuzz/README.md): a PLTE of 4 bytes made png 0.18.1 panic in
+    /// next_frame.
+    #[test]
+    fn a_palette_of_partial_entries_is_an_error_not_a_panic() {
+        let t = decode_png(&indexed(&[255, 0, 0]), "red.png", 3).unwrap();
+        assert_eq!(t.data, [1.0, -1.0, -1.0]);
+        let e = decode_png(&indexed(&[1, 2, 3, 4]), "plte.png", 3).unwrap_err();
+        assert!(e.to_string().contains("plte.png: its PLTE"), "{e}");
+    }
+
+    #[test]
+    fn decodes_what_png_writes() {
+        let im = Image {
+            width: 3,
+            height: 2,
+            channels: 1,
+            pixels: vec![0, 255, 0, 255, 0, 255],
+        };
+        let t = decode_png(&im.png().unwrap(), "x", 1).unwrap();
+        assert_eq!(t.shape, [1, 1, 2, 3]);
+        assert_eq!(t.data, [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]);
+    }
 }

@@ -40,6 +40,9 @@ impl FromStr for BetaSchedule {
     }
 }
 
+/// The most diffusion timesteps T a schedule may have.
+pub const MAX_TIMESTEPS: usize = 1 << 20;
+
 /// numpy.linspace, including its rule that the last element is exactly `stop`.
 pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
@@ -56,8 +59,12 @@ pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 /// The beta schedule of the official `get_beta_schedule`, plus the cosine schedule of
 /// Nichol & Dhariwal (2021) with its 0.999 clip.
 pub fn betas(kind: BetaSchedule, beta_start: f64, beta_end: f64, t: usize) -> Result<Vec<f64>> {
-    if t == 0 {
-        return Err(Error::invalid("timesteps", "must be at least 1"));
+    // Models train with T of 1000 to 4000; a config's T sizes every table allocated here.
+    if t == 0 || t > MAX_TIMESTEPS {
+        return Err(Error::invalid(
+            "timesteps",
+            format!("{t}: must be 1 to {MAX_TIMESTEPS}"),
+        ));
     }
     if !(beta_start.is_finite() && beta_end.is_finite()) {
         return Err(Error::invalid(

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::schedule::{BetaSchedule, FinalAlpha, Prediction, Schedule, Skip};
 use serde_json::Value;
+use yaml_rust2::parser::{Event, EventReceiver, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The network's shape: the fields of the official `model:` section.
@@ -78,12 +79,23 @@ impl ModelConfig {
             path: path.to_string(),
             why,
         };
-        if self.ch_mult.len() > 12 || self.ch > 1 << 16 || self.resolution > 1 << 14 {
+        // Bounds far past any DDPM UNet, so that the plan's shapes and loops stay small
+        // numbers whatever a config says.
+        if self.ch_mult.len() > 12
+            || self.ch > 1 << 16
+            || self.resolution > 1 << 14
+            || self.num_res_blocks > 64
+            || self.in_channels.max(self.out_ch) > 1 << 16
+        {
             return Err(bad(format!(
-                "{} levels, ch {} or resolution {} is beyond any DDPM UNet",
+                "{} levels, ch {}, resolution {}, num_res_blocks {}, in_channels {} or out_ch {} \
+                 is beyond any DDPM UNet",
                 self.ch_mult.len(),
                 self.ch,
-                self.resolution
+                self.resolution,
+                self.num_res_blocks,
+                self.in_channels,
+                self.out_ch
             )));
         }
         if self.ch == 0 || self.ch_mult.is_empty() || self.in_channels == 0 || self.out_ch == 0 {
@@ -156,12 +168,34 @@ fn yaml_list(y: &Yaml, key: &str, path: &str) -> Result<Vec<usize>> {
     }
 }
 
+/// Does the YAML use an alias (`*name`)? The loader copies the anchored node for each one, so
+/// nested aliases grow a few hundred bytes into gigabytes ("billion laughs"); ddim configs
+/// never use them.
+fn has_alias(text: &str) -> Result<bool, yaml_rust2::ScanError> {
+    struct Aliases(bool);
+    impl EventReceiver for Aliases {
+        fn on_event(&mut self, ev: Event) {
+            self.0 |= matches!(ev, Event::Alias(_));
+        }
+    }
+    let mut seen = Aliases(false);
+    Parser::new_from_str(text).load(&mut seen, true)?;
+    Ok(seen.0)
+}
+
 /// Parse the official ddim YAML layout.
 pub fn from_yaml(text: &str, path: &str) -> Result<Config> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| Error::Config {
+    let bad_yaml = |e: yaml_rust2::ScanError| Error::Config {
         path: path.into(),
         why: format!("not valid YAML: {e}"),
-    })?;
+    };
+    if has_alias(text).map_err(bad_yaml)? {
+        return Err(Error::Config {
+            path: path.into(),
+            why: "YAML aliases (*name) are not supported".into(),
+        });
+    }
+    let docs = YamlLoader::load_from_str(text).map_err(bad_yaml)?;
     let doc = docs.first().ok_or_else(|| Error::Config {
         path: path.into(),
         why: "empty document".into(),
@@ -423,6 +457,36 @@ mod tests {
         assert_eq!(c.model.attn_resolutions, vec![16]);
         assert_eq!(c.model.resolution, 32);
         assert_eq!(c.diffusion.beta_start, 1e-4);
+    }
+
+    /// Found fuzzing the config parsers (fuzz/README.md): each parsed, and then building its
+    /// plan or schedule overflowed (a panic) or ran out of memory.
+    #[test]
+    fn sizes_past_any_unet_are_errors() {
+        for (from, to) in [
+            ("num_res_blocks: 2", "num_res_blocks: 100000000"),
+            ("in_channels: 3", "in_channels: 4611686018427387904"),
+            ("out_ch: 3", "out_ch: 4611686018427387904"),
+        ] {
+            let e = from_yaml(&CIFAR.replace(from, to), "big.yml").unwrap_err();
+            assert!(e.to_string().contains("beyond any DDPM UNet"), "{e}");
+        }
+        let t = "num_diffusion_timesteps: 100000000000";
+        let c = from_yaml(&CIFAR.replace("num_diffusion_timesteps: 1000", t), "t.yml").unwrap();
+        let e = c.diffusion.schedule().unwrap_err().to_string();
+        assert!(e.contains("100000000000"), "{e}");
+    }
+
+    /// Nine levels of ten aliases each: 10^9 copies of a list from 446 bytes.
+    #[test]
+    fn yaml_aliases_are_refused_before_they_expand() {
+        let mut text = "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n".to_string();
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        let e = from_yaml(&(text + CIFAR), "laughs.yml").unwrap_err();
+        assert!(e.to_string().contains("aliases"), "{e}");
     }
 
     #[test]
