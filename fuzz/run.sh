@@ -13,12 +13,8 @@ cd "$(dirname "$0")"
 secs=${1:-300}
 shift || true
 targets=("$@")
-features=()
-# The PyTorch reader is on another branch until it lands; its target is built once it has.
-if [ -f ../src/torch/mod.rs ]; then features=(--features torch); fi
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(safetensors npy config config_fields model png)
-  if [ ${#features[@]} -gt 0 ]; then targets+=(torch); fi
+  targets=(safetensors npy config config_fields model png torch)
 fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')
@@ -33,7 +29,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
   -Cllvm-args=-sanitizer-coverage-pc-table \
   -Cllvm-args=-sanitizer-coverage-trace-compares \
   -Cdebug-assertions -Coverflow-checks"
-nice -n 19 cargo build --release --target "$host" "${features[@]}" --bins
+nice -n 19 cargo build --release --target "$host" --bins
 if [ "$secs" = build ]; then exit 0; fi
 
 # fuzz/src/lib.rs enforces the 512 MiB allocation cap itself; libFuzzer's own

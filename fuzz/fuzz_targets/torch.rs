@@ -1,6 +1,5 @@
-//! `torch::parse` (PyTorch checkpoints, src/torch/ from the issue16-torch branch) on any
+//! `torch::parse` (PyTorch checkpoints, src/torch/) on any
 //! bytes, for the default entry and one picked by the last byte: errors, never a panic.
-//! Built only with the `torch` feature, which run.sh turns on when src/torch/ exists.
 #![no_main]
 
 use ddim_webgpu::torch::parse;
