@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, ddim, fixture, get, numpy_load, read_tensors, repo};
+use common::{assert_bad, assert_close, ddim, fixture, get, numpy_load, read_tensors, repo};
 use ddim_webgpu::{image, npy};
 use std::path::{Path, PathBuf};
 
@@ -17,20 +17,6 @@ fn tiny() -> String {
 
 fn read_npy(p: &Path) -> ddim_webgpu::Tensor {
     npy::parse_f32(&std::fs::read(p).unwrap(), "out").unwrap()
-}
-
-/// Exit code 2, a message containing every `needle`, and nothing at `out`.
-fn assert_bad(args: &[&str], needles: &[&str], out: &Path) {
-    let o = ddim(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
-    for n in needles {
-        assert!(err.contains(n), "args {args:?}: stderr lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "{} was written", out.display());
-    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
-    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 }
 
 #[test]

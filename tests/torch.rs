@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ddim, fixture, read_tensors};
+use common::{assert_bad, ddim, fixture, read_tensors};
 use ddim_webgpu::safetensors::TensorFile;
 use std::path::{Path, PathBuf};
 
@@ -183,22 +183,6 @@ fn checkpoints_sample_and_convert_like_their_safetensors() {
     assert!(info.contains("stored as:    F16, F32"), "{info}");
     let info = run_ok(&["info", &train, "--ckpt-entry", "0"]);
     assert!(info.contains("stored as:    F16, F32"), "{info}");
-}
-
-/// Exit code 2, stderr with every needle and no panic, and nothing written in `out`'s folder.
-fn assert_bad(args: &[&str], needles: &[&str], out: &Path) {
-    let o = ddim(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}: {err}");
-    }
-    assert!(
-        !err.contains("panicked") && !err.contains("ran code"),
-        "{err}"
-    );
-    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
-    assert!(left.is_empty(), "{args:?} left {left:?}");
 }
 
 #[test]

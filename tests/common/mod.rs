@@ -17,6 +17,27 @@ pub fn ddim(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `ddim args` exits with code 2, says every needle on stderr, neither panics nor runs
+/// anything, and leaves nothing at `out` or beside it.
+pub fn assert_bad(args: &[&str], needles: &[&str], out: &std::path::Path) {
+    let o = ddim(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "args {args:?}: stderr lacks {n:?}: {err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("ran code"),
+        "{err}"
+    );
+    assert!(!out.exists(), "{} was written", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "args {args:?}: partial files left: {leftovers:?}"
+    );
+}
+
 /// A fresh, empty folder for one test: `<tmp>/ddim-<suite>-<pid>-<name>`.
 pub fn scratch(suite: &str, name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ddim-{suite}-{}-{name}", std::process::id()));
