@@ -4,7 +4,7 @@
 mod common;
 
 use common::{max_rel, randn};
-use ddim_webgpu::backend::cpu::attention::{attention, attention_naive};
+use ddim_webgpu::backend::cpu::attention::{attention_batch, attention_naive};
 use ddim_webgpu::backend::cpu::conv::{conv2d_batch, conv2d_naive, out_size, ConvJob, Epilogue};
 use ddim_webgpu::backend::cpu::conv_direct::{fits, pack};
 use ddim_webgpu::backend::cpu::group_norm::{group_norm, group_norm_naive};
@@ -133,20 +133,56 @@ fn group_norm_matches_its_twin() {
     }
 }
 
+/// Attention over 3 images whose operands sit at channel offsets inside wider slots, on 1,
+/// 2 and 5 threads (which cut the queries into different blocks), against the plain twin
+/// image by image; hw from 1 to past one block of queries.
 #[test]
 fn attention_matches_its_twin() {
-    for (i, &(c, hw)) in [(32, 1), (32, 9), (64, 37), (96, 64)].iter().enumerate() {
+    use ddim_webgpu::backend::cpu::attention::{AttnJob, Operand};
+    for (i, &(c, hw)) in [(32, 1), (32, 9), (64, 37), (96, 64), (32, 133)]
+        .iter()
+        .enumerate()
+    {
+        let n = 3;
         let s = i as u32 * 3;
+        // Each operand's slot holds 2c channels; the view starts at channel c/2.
+        let (stride, off) = (2 * c * hw, c / 2 * hw);
         let (q, k, v) = (
-            randn(99, s, c * hw),
-            randn(99, s + 1, c * hw),
-            randn(99, s + 2, c * hw),
+            randn(99, s, n * stride),
+            randn(99, s + 1, n * stride),
+            randn(99, s + 2, n * stride),
         );
-        let (mut fast, mut slow) = (vec![0.0; c * hw], vec![0.0; c * hw]);
-        attention(&q, &k, &v, c, hw, &mut fast, false);
-        attention_naive(&q, &k, &v, c, hw, &mut slow);
-        let e = max_rel(&fast, &slow);
-        assert!(e < 1e-5, "attention c{c} hw{hw}: rel err {e}");
+        let view = |d| Operand {
+            data: d,
+            stride,
+            off,
+        };
+        let mut slow = vec![0.0; n * c * hw];
+        for (img, y) in slow.chunks_mut(c * hw).enumerate() {
+            let at = |d: &[f32]| d[img * stride + off..][..c * hw].to_vec();
+            attention_naive(&at(&q), &at(&k), &at(&v), c, hw, y);
+        }
+        for threads in [1, 2, 5] {
+            let job = AttnJob {
+                n,
+                c,
+                hw,
+                q: view(&q),
+                k: view(&k),
+                v: view(&v),
+                y_stride: stride,
+                y_off: off,
+            };
+            let mut y = vec![7.0; n * stride];
+            attention_batch(&job, &mut y, threads);
+            for img in 0..n {
+                let got = &y[img * stride + off..][..c * hw];
+                let e = max_rel(got, &slow[img * c * hw..][..c * hw]);
+                assert!(e < 1e-5, "attention c{c} hw{hw} x{threads}: rel err {e}");
+                // Outside the view nothing is written.
+                assert!(y[img * stride..][..off].iter().all(|&v| v == 7.0));
+            }
+        }
     }
 }
 

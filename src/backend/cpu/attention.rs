@@ -1,56 +1,133 @@
-//! Single-head spatial self-attention over one image: q, k, v are [c, hw] (the outputs of
-//! the 1×1 q/k/v convs); y[:, i] = Σ_j v[:, j]·softmax_j(q[:, i]·k[:, j]·c^−½).
+//! Single-head spatial self-attention over a batch: per image q, k, v are [c, hw] (the
+//! outputs of the 1×1 q/k/v convs); y[:, i] = Σ_j v[:, j]·softmax_j(q[:, i]·k[:, j]·c^−½).
+//! The work items are blocks of query rows of one image, so a single image keeps every core
+//! busy and a block's score rows (qb × hw) stay in cache between the two products. The
+//! softmax's 1/Σ is applied as the block is written out, not as a pass over the scores.
 
+use super::conv::Out;
 use super::gemm::{matmul, Mat};
+use super::group_norm::exp;
+use std::cell::RefCell;
 
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    c: usize,
-    hw: usize,
-    y: &mut [f32],
-    threaded: bool,
-) {
-    let mut w = vec![0.0f32; hw * hw];
-    let scale = (c as f32).powf(-0.5);
-    // w = qᵀ·k, rows are queries.
-    matmul(
-        hw,
-        hw,
-        c,
-        &mut w,
-        Mat::transposed(q, hw),
-        Mat::rows(k, hw),
-        scale,
-        false,
-        threaded,
-    );
-    for row in w.chunks_mut(hw) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0.0f32;
-        for x in row.iter_mut() {
-            *x = (*x - m).exp();
-            s += *x;
-        }
-        let inv = 1.0 / s;
-        row.iter_mut().for_each(|x| *x *= inv);
-    }
-    // y = v·wᵀ.
-    matmul(
-        c,
-        hw,
-        hw,
-        y,
-        Mat::rows(v, hw),
-        Mat::transposed(&w, hw),
-        1.0,
-        false,
-        threaded,
-    );
+/// A view of one operand: image i's [c, hw] starts at `data[i·stride + off]`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub off: usize,
 }
 
-/// The plain definition, in f64: the twin the fast path and the WGSL kernel are held to.
+impl<'a> Operand<'a> {
+    fn image(&self, i: usize, len: usize) -> &'a [f32] {
+        &self.data[i * self.stride + self.off..][..len]
+    }
+}
+
+/// Attention over n images; image i's output goes to `y[i·y_stride + y_off..]`.
+pub struct AttnJob<'a> {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub q: Operand<'a>,
+    pub k: Operand<'a>,
+    pub v: Operand<'a>,
+    pub y_stride: usize,
+    pub y_off: usize,
+}
+
+/// Query rows per block at most: 64 rows of scores at hw = 4096 are 1 MiB, within L2.
+const MAX_BLOCK: usize = 64;
+
+thread_local! {
+    /// A block's scores [qb][hw] and its output [c][qb], kept by each thread.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl AttnJob<'_> {
+    /// Query rows [i0, i1) of image `img`.
+    fn block(&self, img: usize, i0: usize, i1: usize, y: &Out) {
+        let (c, hw, qb) = (self.c, self.hw, i1 - i0);
+        let len = c * hw;
+        let (q, k, v) = (
+            self.q.image(img, len),
+            self.k.image(img, len),
+            self.v.image(img, len),
+        );
+        SCRATCH.with(|cell| {
+            let (s, o) = &mut *cell.borrow_mut();
+            if s.len() < qb * hw {
+                s.resize(qb * hw, 0.0);
+            }
+            if o.len() < c * qb {
+                o.resize(c * qb, 0.0);
+            }
+            let s = &mut s[..qb * hw];
+            // s = c^−½ · q[:, i0..i1]ᵀ · k: row i holds query i's scores.
+            let qt = Mat {
+                data: &q[i0..],
+                rs: 1,
+                cs: hw,
+            };
+            let scale = (c as f32).powf(-0.5);
+            matmul(qb, hw, c, s, qt, Mat::rows(k, hw), scale, false, false);
+            let mut inv = [0.0f32; MAX_BLOCK];
+            for (row, inv) in s.chunks_exact_mut(hw).zip(&mut inv) {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                row.iter_mut().for_each(|x| *x = exp(*x - m));
+                *inv = 1.0 / row.iter().sum::<f32>();
+            }
+            // o = v · sᵀ: [c][qb], unnormalised.
+            let o = &mut o[..c * qb];
+            matmul(
+                c,
+                qb,
+                hw,
+                o,
+                Mat::rows(v, hw),
+                Mat::transposed(s, hw),
+                1.0,
+                false,
+                false,
+            );
+            for (ch, row) in o.chunks_exact(qb).enumerate() {
+                let at = img * self.y_stride + self.y_off + ch * hw + i0;
+                assert!(at + qb <= y.len, "attention output out of range");
+                // SAFETY: in bounds (checked); the block's query columns of image img are
+                // written by this item only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(y.ptr().add(at), qb) };
+                for ((d, &a), &r) in dst.iter_mut().zip(row).zip(&inv) {
+                    *d = a * r;
+                }
+            }
+        });
+    }
+}
+
+/// The whole batch on `threads` threads: enough query blocks to give every thread two.
+pub fn attention_batch(job: &AttnJob, y: &mut [f32], threads: usize) {
+    let (n, hw) = (job.n, job.hw);
+    if n == 0 || hw == 0 {
+        return;
+    }
+    let per_image = (2 * threads).div_ceil(n).max(hw.div_ceil(MAX_BLOCK));
+    let qb = hw.div_ceil(per_image).next_multiple_of(8).min(MAX_BLOCK);
+    let items: Vec<(usize, usize, usize)> = (0..n)
+        .flat_map(|i| (0..hw).step_by(qb).map(move |a| (i, a, (a + qb).min(hw))))
+        .collect();
+    let out = Out::new(y);
+    let run = |&(i, a, e): &(usize, usize, usize)| job.block(i, a, e, &out);
+    #[cfg(not(target_arch = "wasm32"))]
+    if threads > 1 && items.len() > 1 {
+        use rayon::prelude::*;
+        items.par_iter().for_each(run);
+        return;
+    }
+    let _ = threads;
+    items.iter().for_each(run);
+}
+
+/// The plain definition for one image, in f64: the twin the fast path and the WGSL kernel
+/// are held to.
 pub fn attention_naive(q: &[f32], k: &[f32], v: &[f32], c: usize, hw: usize, y: &mut [f32]) {
     let scale = (c as f64).powf(-0.5);
     for i in 0..hw {

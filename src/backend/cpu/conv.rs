@@ -78,16 +78,23 @@ thread_local! {
 
 /// The output, written by many work items at once: each writes its own (channel, column)
 /// cells, so the writes never overlap.
-struct Out {
+pub(super) struct Out {
     ptr: *mut f32,
-    len: usize,
+    pub len: usize,
 }
 // SAFETY: every work item writes a disjoint set of cells (see conv2d_batch).
 unsafe impl Sync for Out {}
 
 impl Out {
+    pub fn new(y: &mut [f32]) -> Self {
+        Out {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        }
+    }
+
     // A method, so closures capture the whole (Sync) Out rather than its raw pointer.
-    fn ptr(&self) -> *mut f32 {
+    pub fn ptr(&self) -> *mut f32 {
         self.ptr
     }
 }
@@ -236,10 +243,7 @@ fn direct_with(
                 .map(move |r| (i, r, (r + rows).min(ho)))
         })
         .collect();
-    let out = Out {
-        ptr: y.as_mut_ptr(),
-        len: y.len(),
-    };
+    let out = Out::new(y);
     let run = |&(img, oy0, oy1): &(usize, usize, usize)| {
         pulp::Arch::new().dispatch(Rows {
             job,
@@ -297,10 +301,7 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
             })
         })
         .collect();
-    let out = Out {
-        ptr: y.as_mut_ptr(),
-        len: y.len(),
-    };
+    let out = Out::new(y);
     #[cfg(not(target_arch = "wasm32"))]
     if threads > 1 && items.len() > 1 {
         use rayon::prelude::*;

@@ -257,15 +257,25 @@ impl CpuBackend {
             }
             Op::Attention { q, k, v, y } => {
                 let (h, ww) = this.plan.slots[q.slot].hw();
-                per_image(&mut out, stride, n, parallel, |i, chunk| {
-                    let (a, e) = part(y);
-                    let (qv, kv, vv) = (
-                        this.view(buf(q.slot), q, i),
-                        this.view(buf(k.slot), k, i),
-                        this.view(buf(v.slot), v, i),
-                    );
-                    attention::attention(qv, kv, vv, q.c, h * ww, &mut chunk[a..e], !parallel);
-                });
+                let operand = |v: View| {
+                    let s = this.plan.slots[v.slot];
+                    attention::Operand {
+                        data: buf(v.slot),
+                        stride: s.len(),
+                        off: v.c_off * s.hw().0 * s.hw().1,
+                    }
+                };
+                let job = attention::AttnJob {
+                    n,
+                    c: q.c,
+                    hw: h * ww,
+                    q: operand(q),
+                    k: operand(k),
+                    v: operand(v),
+                    y_stride: stride,
+                    y_off: part(y).0,
+                };
+                attention::attention_batch(&job, &mut out, threads());
             }
             Op::AvgPool { x, y } | Op::Upsample { x, y } => {
                 let xb = buf(x.slot);
