@@ -28,6 +28,9 @@ fn conv_matches_its_twin() {
         (13, 25, 5, 33),
         (64, 64, 16, 16),
         (40, 14, 9, 21),
+        // At most 4 output channels (the last conv's tile), and rows of 2 and 3.
+        (64, 3, 6, 20),
+        (7, 4, 2, 3),
     ] {
         for &(k, r) in &[
             (3, Resample::None),

@@ -222,7 +222,12 @@ impl<'a> ConvJob<'a> {
 
 /// The direct kernel over the batch: runs of output rows of one image are the work items.
 fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: usize) {
-    PADDED.with(|cell| direct_with(job, packed, y, threads, &mut cell.borrow_mut()));
+    PADDED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut padded) => direct_with(job, packed, y, threads, &mut padded),
+        // A pool thread waiting inside this layer's loop may steal another forward pass
+        // (of another backend on the same pool) and reach here again: that one gets its own.
+        Err(_) => direct_with(job, packed, y, threads, &mut Vec::new()),
+    });
 }
 
 fn direct_with(
@@ -234,17 +239,9 @@ fn direct_with(
 ) {
     conv_direct::pad_into(job, padded);
     let padded = &padded[..];
-    let (ho, _) = job.out();
-    let rows = (job.n * ho).div_ceil(4 * threads).clamp(1, ho);
-    let items: Vec<(usize, usize, usize)> = (0..job.n)
-        .flat_map(|i| {
-            (0..ho)
-                .step_by(rows)
-                .map(move |r| (i, r, (r + rows).min(ho)))
-        })
-        .collect();
+    let items = conv_direct::items(job, packed, threads);
     let out = Out::new(y);
-    let run = |&(img, oy0, oy1): &(usize, usize, usize)| {
+    let run = |&[img, oy0, oy1, cb0, cb1]: &[usize; 5]| {
         pulp::Arch::new().dispatch(Rows {
             job,
             packed,
@@ -252,6 +249,8 @@ fn direct_with(
             img,
             oy0,
             oy1,
+            cb0,
+            cb1,
             y: out.ptr(),
             y_len: out.len,
         })

@@ -1,5 +1,5 @@
-//! Direct 3×3 convolution (stride 1, pad 1, also over a nearest-×2 upsampled input) for
-//! output rows at least one SIMD vector wide: no im2col. The input is copied once into a zero-padded layout [ci][h+2][w+2], so each tap of
+//! Direct 3×3 convolution (stride 1, pad 1, also over a nearest-×2 upsampled input): no
+//! im2col. The input is copied once into a zero-padded layout [ci][h+2][w+2], so each tap of
 //! a run of output pixels is one contiguous slice. The kernel keeps MR output channels × NV
 //! vectors of pixels in registers and, for every input channel and tap, multiplies MR
 //! broadcast weights into NV loads, so it reads each input run once per MR channels instead
@@ -7,6 +7,12 @@
 //! the broadcasts stream through memory in order. Written once over `pulp`'s portable SIMD:
 //! AVX-512, AVX2 (+FMA), NEON and WebAssembly SIMD128 are chosen at run time (at build
 //! time in wasm).
+//!
+//! Rows narrower than a vector (the 8×8 and 4×4 layers), or ragged against it, run "flat":
+//! a vector covers consecutive positions of the padded grid, which spans row ends, since
+//! output (y, x) reads input (y + ky, x + kx) at the same flat offset for every pixel. The
+//! two padding columns of each row are computed and dropped: 80% of the lanes do useful
+//! work at 8×8 instead of 50%.
 
 use super::conv::ConvJob;
 use crate::model::Resample;
@@ -26,9 +32,12 @@ pub fn lanes() -> usize {
 }
 
 /// Output channels per register tile: 12 × 2 vectors fill 24 of AVX-512's 32 registers;
-/// narrower ISAs (16 registers on AVX2 and wasm) take 6 × 2.
-fn mr_for(lanes: usize) -> usize {
-    if lanes >= 16 {
+/// narrower ISAs (16 registers on AVX2 and wasm) take 6 × 2. A layer with at most 4 output
+/// channels (the last conv: 3) takes 4, not a tile three quarters empty.
+fn mr_for(lanes: usize, co: usize) -> usize {
+    if co <= 4 {
+        4
+    } else if lanes >= 16 {
         12
     } else {
         6
@@ -47,7 +56,7 @@ pub struct Packed {
 }
 
 pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
-    let mr = mr_for(lanes());
+    let mr = mr_for(lanes(), co);
     let blocks = co.div_ceil(mr);
     let mut data = vec![0.0; blocks * ci * 9 * mr];
     for o in 0..co {
@@ -61,18 +70,20 @@ pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
     Packed { mr, co, ci, data }
 }
 
-/// Whether the direct kernel takes a k×k conv with this resampling over rows w wide: 3×3,
-/// same size or over the nearest-×2 upsampled input, with output rows that fill a vector.
-pub fn fits_shape(k: usize, r: Resample, w: usize) -> bool {
-    match r {
-        Resample::None => k == 3 && w >= lanes(),
-        Resample::Up => k == 3 && 2 * w >= lanes(),
-        Resample::Down => false,
-    }
+/// Whether the direct kernel takes a k×k conv with this resampling: 3×3, same size or over
+/// the nearest-×2 upsampled input (the stride-2 convs go through im2col).
+pub fn fits_shape(k: usize, r: Resample) -> bool {
+    k == 3 && r != Resample::Down
+}
+
+/// Whether rows w wide run flat: when w + 2 padded positions fill fewer vectors' lanes than
+/// whole-row vectors would.
+fn flat(w: usize, lanes: usize) -> bool {
+    w + 2 < w.div_ceil(lanes) * lanes
 }
 
 pub fn fits(job: &ConvJob) -> bool {
-    fits_shape(job.k, job.r, job.w)
+    fits_shape(job.k, job.r)
 }
 
 /// The grid the kernel convolves: the input, or the upsampled input (never stored itself:
@@ -132,8 +143,82 @@ pub fn pad_into(job: &ConvJob, out: &mut Vec<f32>) {
     planes.chunks_mut(pplane).enumerate().for_each(fill);
 }
 
-/// Output rows [oy0, oy1) of image `img` (rows of the grid), every channel, into `y` (the whole output buffer;
-/// the rows of one image written by one caller).
+/// The work items of a layer, (image, rows, channel blocks), enough for `threads` threads
+/// four times over where the layer has them. Whole-row vectors split the rows; flat ones
+/// split the channel blocks first, since a few rows fill only a vector or two.
+pub fn items(job: &ConvJob, packed: &Packed, threads: usize) -> Vec<[usize; 5]> {
+    let (h, w) = grid(job);
+    let blocks = packed.co.div_ceil(packed.mr);
+    let want = (4 * threads).div_ceil(job.n);
+    let parts = if flat(w, lanes()) {
+        want.min(blocks)
+    } else {
+        1
+    };
+    let rows = h.div_ceil(want.div_ceil(parts)).max(1);
+    let per = blocks.div_ceil(parts);
+    let mut out = Vec::new();
+    for i in 0..job.n {
+        for y in (0..h).step_by(rows) {
+            for b in (0..blocks).step_by(per) {
+                out.push([i, y, (y + rows).min(h), b, (b + per).min(blocks)]);
+            }
+        }
+    }
+    out
+}
+
+/// The lanes of one vector that land in the output: `len` pixels from lane `lane`, to
+/// output pixel `px` of the plane.
+struct Seg {
+    lane: usize,
+    len: usize,
+    px: usize,
+}
+
+/// The vectors of output rows [oy0, oy1) on a grid w wide: each vector's load offset in a
+/// padded plane (the top-left tap), and the range of its segments in the returned list.
+fn vectors(
+    w: usize,
+    oy0: usize,
+    oy1: usize,
+    lanes: usize,
+) -> (Vec<(usize, std::ops::Range<usize>)>, Vec<Seg>) {
+    let pitch = w + 2;
+    let (mut vecs, mut segs) = (Vec::new(), Vec::new());
+    if flat(w, lanes) {
+        let end = (oy1 - 1) * pitch + w;
+        for f in (oy0 * pitch..end).step_by(lanes) {
+            let first = segs.len();
+            for oy in f / pitch..=((f + lanes - 1) / pitch).min(oy1 - 1) {
+                let row = oy * pitch;
+                let (a, b) = (f.max(row), (f + lanes).min(row + w));
+                if a < b {
+                    let px = oy * w + a - row;
+                    segs.push(Seg {
+                        lane: a - f,
+                        len: b - a,
+                        px,
+                    });
+                }
+            }
+            vecs.push((f, first..segs.len()));
+        }
+    } else {
+        for oy in oy0..oy1 {
+            for ox in (0..w).step_by(lanes) {
+                let len = lanes.min(w - ox);
+                let px = oy * w + ox;
+                segs.push(Seg { lane: 0, len, px });
+                vecs.push((oy * pitch + ox, segs.len() - 1..segs.len()));
+            }
+        }
+    }
+    (vecs, segs)
+}
+
+/// Output rows [oy0, oy1) of image `img` (rows of the grid), channel blocks [cb0, cb1) of
+/// MR channels, into `y` (the whole output buffer; these cells written by one caller).
 pub struct Rows<'a> {
     pub job: &'a ConvJob<'a>,
     pub packed: &'a Packed,
@@ -141,6 +226,8 @@ pub struct Rows<'a> {
     pub img: usize,
     pub oy0: usize,
     pub oy1: usize,
+    pub cb0: usize,
+    pub cb1: usize,
     pub y: *mut f32,
     pub y_len: usize,
 }
@@ -149,10 +236,10 @@ impl WithSimd for Rows<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        if self.packed.mr == 12 {
-            self.run::<S, 12>(simd);
-        } else {
-            self.run::<S, 6>(simd);
+        match self.packed.mr {
+            12 => self.run::<S, 12>(simd),
+            6 => self.run::<S, 6>(simd),
+            _ => self.run::<S, 4>(simd),
         }
     }
 }
@@ -162,28 +249,24 @@ impl Rows<'_> {
     fn run<S: Simd, const MR: usize>(&self, simd: S) {
         let (job, p) = (self.job, self.packed);
         assert!(p.mr == MR && p.ci == job.ci && p.co == job.bias.len());
+        assert!(self.cb1 <= p.co.div_ceil(MR));
         let lanes = S::F32_LANES;
         let (h, w) = grid(job);
         let pitch = w + 2;
         let (plane, pplane) = (h * w, (h + 2) * pitch);
         let img_base = self.img * job.ci * pplane;
-        // The vectors of output pixels: `lanes` pixels of one row each (fewer at a row's
-        // end). A register tile takes NV of them, from one row or, for narrow rows, several.
-        let vectors: Vec<(usize, usize)> = (self.oy0..self.oy1)
-            .flat_map(|oy| (0..w).step_by(lanes).map(move |ox| (oy, ox)))
-            .collect();
+        let (vectors, segs) = vectors(w, self.oy0, self.oy1, lanes);
         let zero = simd.splat_f32s(0.0);
         let mut tile = vec![0.0f32; lanes];
+        let taps: [usize; 9] = std::array::from_fn(|t| (t / 3) * pitch + t % 3);
         for group in vectors.chunks(NV) {
             // A short last group repeats its last vector; the repeat is never stored.
-            let at = |v: usize| group[v.min(group.len() - 1)];
-            let offs: [usize; NV] = std::array::from_fn(|v| at(v).0 * pitch + at(v).1);
+            let offs: [usize; NV] = std::array::from_fn(|v| group[v.min(group.len() - 1)].0);
             // Every load below stays inside `padded`: the largest offset is the last
             // channel's last padded row, plus the slack `padded` keeps.
             let last = img_base + (job.ci - 1) * pplane + offs.iter().max().unwrap();
             assert!(last + 2 * pitch + 2 + lanes <= self.padded.len());
-            let taps: [usize; 9] = std::array::from_fn(|t| (t / 3) * pitch + t % 3);
-            for cb in 0..p.co.div_ceil(MR) {
+            for cb in self.cb0..self.cb1 {
                 let mut acc = [[zero; NV]; MR];
                 let wb = &p.data[cb * job.ci * 9 * MR..][..job.ci * 9 * MR];
                 for (c, wc) in wb.chunks_exact(9 * MR).enumerate() {
@@ -213,31 +296,52 @@ impl Rows<'_> {
                         break;
                     }
                     let bias = job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.img * s + o]);
-                    for (v, &(oy, ox)) in group.iter().enumerate() {
-                        let len = lanes.min(w - ox);
-                        simd.partial_store_f32s(&mut tile, acc_i[v]);
-                        let px = o * plane + oy * w + ox;
-                        let at = self.img * job.y_stride + job.y_off + px;
-                        assert!(at + len <= self.y_len, "conv output out of range");
-                        // SAFETY: in bounds (checked); rows of one image are written by one
-                        // caller only, so no other thread touches these cells.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(self.y.add(at), len) };
-                        match job.residual {
-                            Some((r, s, off)) => {
-                                let res = &r[self.img * s + off + px..][..len];
-                                for ((d, &a), &r) in dst.iter_mut().zip(&tile[..len]).zip(res) {
-                                    *d = a + bias + r;
-                                }
-                            }
-                            None => {
-                                for (d, &a) in dst.iter_mut().zip(&tile[..len]) {
-                                    *d = a + bias;
-                                }
-                            }
+                    let bias_v = simd.splat_f32s(bias);
+                    for (v, (_, range)) in group.iter().enumerate() {
+                        let sum = simd.add_f32s(acc_i[v], bias_v);
+                        for seg in &segs[range.clone()] {
+                            self.store(simd, sum, seg, o * plane, &mut tile);
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// One segment of a vector (bias added) to the output, plus the residual.
+    #[inline(always)]
+    fn store<S: Simd>(&self, simd: S, sum: S::f32s, seg: &Seg, chan: usize, tile: &mut [f32]) {
+        let job = self.job;
+        let lanes = S::F32_LANES;
+        let px = chan + seg.px;
+        let at = self.img * job.y_stride + job.y_off + px;
+        assert!(at + seg.len <= self.y_len, "conv output out of range");
+        let res = job
+            .residual
+            .map(|(r, s, off)| &r[self.img * s + off + px..][..seg.len]);
+        if seg.len == lanes {
+            let sum = match res {
+                // SAFETY: `res` holds a whole vector.
+                Some(r) => simd.add_f32s(sum, unsafe {
+                    (r.as_ptr() as *const S::f32s).read_unaligned()
+                }),
+                None => sum,
+            };
+            // SAFETY: in bounds (checked); no other caller writes these cells.
+            unsafe { (self.y.add(at) as *mut S::f32s).write_unaligned(sum) };
+            return;
+        }
+        simd.partial_store_f32s(tile, sum);
+        let src = &tile[seg.lane..seg.lane + seg.len];
+        // SAFETY: in bounds (checked); no other caller writes these cells.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.y.add(at), seg.len) };
+        match res {
+            Some(r) => {
+                for ((d, &a), &r) in dst.iter_mut().zip(src).zip(r) {
+                    *d = a + r;
+                }
+            }
+            None => dst.copy_from_slice(src),
         }
     }
 }

@@ -51,6 +51,17 @@ fn threads() -> usize {
     return 1;
 }
 
+/// Run `f` on a thread of the rayon pool. Called from outside it, every op's parallel loop
+/// would hand its work to a sleeping worker and block until it is done: a wake-up per op,
+/// which cost more than the whole of a 4×4 layer. From inside, a loop starts on this
+/// thread at once and the other workers join it.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::scope(|_| f());
+    #[cfg(target_arch = "wasm32")]
+    return f();
+}
+
 /// Run `f(image, chunk)` over the per-image chunks of `out`, in parallel when asked.
 fn per_image<F>(out: &mut [f32], stride: usize, n: usize, parallel: bool, f: F)
 where
@@ -97,9 +108,7 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let direct = |op: &Op| match *op {
-            Op::Conv { x, k, resample, .. } => {
-                conv_direct::fits_shape(k, resample, plan.slots[x.slot].hw().1)
-            }
+            Op::Conv { k, resample, .. } => conv_direct::fits_shape(k, resample),
             _ => false,
         };
         let (plan, norms) = fuse::fold(&plan, &direct);
@@ -306,7 +315,7 @@ impl CpuBackend {
         n: usize,
         inputs: &[(usize, &[f32])],
         output: usize,
-        after: &mut dyn FnMut(usize),
+        after: &mut (dyn FnMut(usize) + Send),
     ) -> Vec<f32> {
         self.ensure(n);
         for (slot, data) in inputs {
@@ -314,17 +323,19 @@ impl CpuBackend {
             self.bufs[self.buf_of[*slot]][..len].copy_from_slice(data);
         }
         let ops = std::mem::take(&mut self.plan.ops);
-        for (i, op) in ops.iter().enumerate() {
-            self.run_op(i, op, n);
-            after(i);
-        }
+        on_pool(|| {
+            for (i, op) in ops.iter().enumerate() {
+                self.run_op(i, op, n);
+                after(i);
+            }
+        });
         self.plan.ops = ops;
         let ol = self.plan.slots[output].len();
         self.bufs[self.buf_of[output]][..ol * n].to_vec()
     }
 
     /// The network on n images at timesteps t.
-    fn run(&mut self, x: &[f32], t: &[f32], after: &mut dyn FnMut(usize)) -> Vec<f32> {
+    fn run(&mut self, x: &[f32], t: &[f32], after: &mut (dyn FnMut(usize) + Send)) -> Vec<f32> {
         let ch = self.plan.config.ch;
         let temb: Vec<f32> = t
             .iter()
