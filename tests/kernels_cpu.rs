@@ -96,15 +96,23 @@ fn conv_matches_its_twin() {
                 } else {
                     vec![("im2col", &job)]
                 };
-                for (threads, (path, job)) in [1, 2, 5]
+                let mut first: Vec<Option<Vec<f32>>> = vec![None; paths.len()];
+                for (threads, (p, (path, job))) in [1, 2, 5]
                     .into_iter()
-                    .flat_map(|t| paths.iter().map(move |p| (t, *p)))
+                    .flat_map(|t| paths.iter().enumerate().map(move |p| (t, p)))
                 {
                     let mut fast = vec![0.0; n * ys];
                     conv2d_batch(job, &mut fast, threads);
                     let e = max_rel(&fast, &slow);
                     let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} epilogue {with}");
                     assert!(e < 1e-5, "{what}, {path}, {threads} threads: rel err {e}");
+                    // The bits never depend on the thread count (samples are reproducible
+                    // on any machine with the same SIMD width).
+                    let first = first[p].get_or_insert_with(|| fast.clone());
+                    assert!(
+                        *first == fast,
+                        "{what}, {path}: {threads} threads change bits"
+                    );
                     // Channels outside the view are never written.
                     for i in 0..n {
                         let outside = &fast[i * ys..i * ys + 3 * ho * wo];
@@ -165,6 +173,7 @@ fn attention_matches_its_twin() {
             let at = |d: &[f32]| d[img * stride + off..][..c * hw].to_vec();
             attention_naive(&at(&q), &at(&k), &at(&v), c, hw, y);
         }
+        let mut first = None;
         for threads in [1, 2, 5] {
             let job = AttnJob {
                 n,
@@ -178,6 +187,11 @@ fn attention_matches_its_twin() {
             };
             let mut y = vec![7.0; n * stride];
             attention_batch(&job, &mut y, threads);
+            let first = first.get_or_insert_with(|| y.clone());
+            assert!(
+                *first == y,
+                "attention c{c} hw{hw}: {threads} threads change bits"
+            );
             for img in 0..n {
                 let got = &y[img * stride + off..][..c * hw];
                 let e = max_rel(got, &slow[img * c * hw..][..c * hw]);

@@ -35,8 +35,10 @@ pub struct AttnJob<'a> {
     pub y_off: usize,
 }
 
-/// Query rows per block at most: 64 rows of scores at hw = 4096 are 1 MiB, within L2.
-const MAX_BLOCK: usize = 64;
+/// Query rows per block: 32 rows of scores at hw = 4096 are 512 KiB, within L2, and a
+/// 16×16 map makes 8 items. Fixed, not fitted to the batch or the threads, so that a
+/// sample's rounding never depends on how the batch was split or how many cores ran it.
+const BLOCK: usize = 32;
 
 thread_local! {
     /// A block's scores [qb][hw] and its output [c][qb], kept by each thread.
@@ -70,7 +72,7 @@ impl AttnJob<'_> {
             };
             let scale = (c as f32).powf(-0.5);
             matmul(qb, hw, c, s, qt, Mat::rows(k, hw), scale, false, false);
-            let mut inv = [0.0f32; MAX_BLOCK];
+            let mut inv = [0.0f32; BLOCK];
             for (row, inv) in s.chunks_exact_mut(hw).zip(&mut inv) {
                 let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 row.iter_mut().for_each(|x| *x = exp(*x - m));
@@ -103,14 +105,13 @@ impl AttnJob<'_> {
     }
 }
 
-/// The whole batch on `threads` threads: enough query blocks to give every thread two.
+/// The whole batch on `threads` threads.
 pub fn attention_batch(job: &AttnJob, y: &mut [f32], threads: usize) {
     let (n, hw) = (job.n, job.hw);
     if n == 0 || hw == 0 {
         return;
     }
-    let per_image = (2 * threads).div_ceil(n).max(hw.div_ceil(MAX_BLOCK));
-    let qb = hw.div_ceil(per_image).next_multiple_of(8).min(MAX_BLOCK);
+    let qb = BLOCK.min(hw);
     let items: Vec<(usize, usize, usize)> = (0..n)
         .flat_map(|i| (0..hw).step_by(qb).map(move |a| (i, a, (a + qb).min(hw))))
         .collect();
