@@ -6,7 +6,8 @@ mod common;
 use common::{max_rel, randn};
 use ddim_webgpu::backend::cpu::attention::{attention_batch, attention_naive};
 use ddim_webgpu::backend::cpu::conv::{conv2d_batch, conv2d_naive, out_size, ConvJob, Epilogue};
-use ddim_webgpu::backend::cpu::conv_direct::{fits, pack};
+use ddim_webgpu::backend::cpu::conv_direct::pack;
+use ddim_webgpu::backend::cpu::conv_layout::fits;
 use ddim_webgpu::backend::cpu::group_norm::{group_norm, group_norm_naive};
 use ddim_webgpu::model::Resample;
 
@@ -85,14 +86,25 @@ fn conv_matches_its_twin() {
                     packed: None,
                     norm: None,
                 };
-                let packed = (k == 3).then(|| pack(&wt, co, ci));
+                let packed = Some(pack(&wt, co, ci, k));
                 // The im2col GEMM, and the direct kernel where the shape fits it.
                 let direct = ConvJob {
                     packed: packed.as_ref(),
                     ..job
                 };
+                // The same input followed by NaN slack: a 1×1 conv reads it in place, and
+                // no lane past the input may reach the output.
+                let x_slack: Vec<f32> = x.iter().copied().chain([f32::NAN; 64]).collect();
+                let in_place = ConvJob {
+                    x: &x_slack,
+                    ..direct
+                };
                 let paths = if packed.is_some() && fits(&direct) {
-                    vec![("direct", &direct), ("im2col", &job)]
+                    vec![
+                        ("direct", &direct),
+                        ("direct, slack", &in_place),
+                        ("im2col", &job),
+                    ]
                 } else {
                     vec![("im2col", &job)]
                 };
@@ -204,26 +216,28 @@ fn attention_matches_its_twin() {
 }
 
 /// A GroupNorm (with and without swish) folded into the direct conv, against the plain norm
-/// followed by the plain conv: 3 images read at a channel offset, same-size and upsampling.
+/// followed by the plain conv: 3 images read at a channel offset, in every layout.
 #[test]
 fn folded_group_norm_matches_norm_then_conv() {
     use ddim_webgpu::backend::cpu::group_norm::{stats, Fused};
     let mut seed = 500;
-    for &(ci, co, h, w, r) in &[
-        (32, 20, 5, 17, Resample::None),
-        (64, 13, 4, 16, Resample::None),
-        (32, 24, 3, 9, Resample::Up),
+    for &(ci, co, h, w, k, r) in &[
+        (32, 20, 5, 17, 3, Resample::None),
+        (64, 13, 4, 16, 3, Resample::None),
+        (32, 24, 3, 9, 3, Resample::Up),
+        (32, 11, 7, 6, 3, Resample::Down),
+        (64, 17, 5, 3, 1, Resample::None),
     ] {
         for swish in [false, true] {
             seed += 1;
             let n = 3;
-            let (ho, wo) = out_size(h, w, 3, r);
+            let (ho, wo) = out_size(h, w, k, r);
             let xs = (ci + 32) * h * w;
             let x: Vec<f32> = randn(98, seed, n * xs)
                 .iter()
                 .map(|v| v * 2.0 + 3.0)
                 .collect();
-            let wt = randn(98, seed + 1, co * ci * 9);
+            let wt = randn(98, seed + 1, co * ci * k * k);
             let (gamma, beta, b) = (
                 randn(98, seed + 2, ci),
                 randn(98, seed + 3, ci),
@@ -240,7 +254,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                     residual: None,
                 };
                 let yi = &mut want[i * co * ho * wo..][..co * ho * wo];
-                conv2d_naive(&normed, ci, h, w, &wt, 3, r, &ep, yi);
+                conv2d_naive(&normed, ci, h, w, &wt, k, r, &ep, yi);
             }
             let per = ci * h * w / 32;
             let fused = Fused {
@@ -251,7 +265,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                     .map(|k| stats(&x[(k / 32) * xs + 32 * h * w + (k % 32) * per..][..per]))
                     .collect(),
             };
-            let packed = pack(&wt, co, ci);
+            let packed = pack(&wt, co, ci, k);
             let job = ConvJob {
                 n,
                 x: &x,
@@ -261,7 +275,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                 h,
                 w,
                 weight: &wt,
-                k: 3,
+                k,
                 r,
                 bias: &b,
                 temb: None,

@@ -7,6 +7,7 @@
 //! padding, 3×3 over a nearest-×2 upsampled input (never stored), and 1×1 (read in place).
 
 use super::conv_direct::{self, Rows};
+use super::conv_layout;
 use super::gemm::{matmul, Mat};
 use super::group_norm::Fused;
 use crate::model::Resample;
@@ -72,8 +73,8 @@ const BLOCK_FLOATS: usize = 96 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The direct kernel's padded input, kept by the thread that runs the layer.
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The direct kernel's input in its layout, kept by the thread that runs the layer.
+    static LAYOUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The output, written by many work items at once: each writes its own (channel, column)
@@ -220,10 +221,10 @@ impl<'a> ConvJob<'a> {
     }
 }
 
-/// The direct kernel over the batch: runs of output rows of one image are the work items.
+/// The direct kernel over the batch: (image, rows, channel blocks) are the work items.
 fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: usize) {
-    PADDED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut padded) => direct_with(job, packed, y, threads, &mut padded),
+    LAYOUT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut src) => direct_with(job, packed, y, threads, &mut src),
         // A pool thread waiting inside this layer's loop may steal another forward pass
         // (of another backend on the same pool) and reach here again: that one gets its own.
         Err(_) => direct_with(job, packed, y, threads, &mut Vec::new()),
@@ -235,17 +236,20 @@ fn direct_with(
     packed: &conv_direct::Packed,
     y: &mut [f32],
     threads: usize,
-    padded: &mut Vec<f32>,
+    src: &mut Vec<f32>,
 ) {
-    conv_direct::pad_into(job, padded);
-    let padded = &padded[..];
-    let items = conv_direct::items(job, packed, threads);
+    let layout = conv_layout::layout(job);
+    conv_layout::fill(job, &layout, src);
+    let src = if layout.in_place { job.x } else { &src[..] };
+    let layout = &layout;
+    let items = conv_direct::items(job, layout, packed, threads);
     let out = Out::new(y);
     let run = |&[img, oy0, oy1, cb0, cb1]: &[usize; 5]| {
         pulp::Arch::new().dispatch(Rows {
             job,
+            layout,
             packed,
-            padded,
+            src,
             img,
             oy0,
             oy1,
@@ -275,7 +279,7 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
     if cols == 0 || co == 0 {
         return;
     }
-    if let Some(packed) = job.packed.filter(|_| conv_direct::fits(job)) {
+    if let Some(packed) = job.packed.filter(|_| conv_layout::fits(job)) {
         direct(job, packed, y, threads);
         return;
     }

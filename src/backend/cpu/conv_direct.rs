@@ -1,21 +1,21 @@
-//! Direct 3×3 convolution (stride 1, pad 1, also over a nearest-×2 upsampled input): no
-//! im2col. The input is copied once into a zero-padded layout [ci][h+2][w+2], so each tap of
-//! a run of output pixels is one contiguous slice. The kernel keeps MR output channels × NV
-//! vectors of pixels in registers and, for every input channel and tap, multiplies MR
+//! Direct convolution (3×3 at stride 1 or 2, over the nearest-×2 upsampled input, and
+//! 1×1): no im2col. The input is copied once into a layout (`conv_layout`) in which each tap
+//! of a run of output pixels is one contiguous slice. The kernel keeps MR output channels ×
+//! NV vectors of pixels in registers and, for every input channel and tap, multiplies MR
 //! broadcast weights into NV loads, so it reads each input run once per MR channels instead
-//! of copying it nine times first. Weights are packed once per layer, [co/MR][ci][9][MR], so
-//! the broadcasts stream through memory in order. Written once over `pulp`'s portable SIMD:
-//! AVX-512, AVX2 (+FMA), NEON and WebAssembly SIMD128 are chosen at run time (at build
-//! time in wasm).
+//! of copying it nine times first. Weights are packed once per layer, [co/MR][ci][k²][MR],
+//! so the broadcasts stream through memory in order. Written once over `pulp`'s portable
+//! SIMD: AVX-512, AVX2 (+FMA), NEON and WebAssembly SIMD128 are chosen at run time (at
+//! build time in wasm).
 //!
 //! Rows narrower than a vector (the 8×8 and 4×4 layers), or ragged against it, run "flat":
-//! a vector covers consecutive positions of the padded grid, which spans row ends, since
-//! output (y, x) reads input (y + ky, x + kx) at the same flat offset for every pixel. The
-//! two padding columns of each row are computed and dropped: 80% of the lanes do useful
-//! work at 8×8 instead of 50%.
+//! a vector covers consecutive positions of the layout's grid, across row ends, since
+//! output (y, x) reads each tap at the same offset from its own position. The padding
+//! columns of each row are computed and dropped: 80% of the lanes do useful work at 8×8
+//! instead of 50%.
 
 use super::conv::ConvJob;
-use crate::model::Resample;
+use super::conv_layout::Layout;
 use pulp::{Simd, WithSimd};
 
 /// f32 lanes of the SIMD vectors the running CPU gets.
@@ -47,110 +47,50 @@ fn mr_for(lanes: usize, co: usize) -> usize {
 /// Vectors of pixels per register tile.
 const NV: usize = 2;
 
-/// A 3×3 weight [co][ci][3][3] in the kernel's order, channels padded to a multiple of MR.
+/// A k×k weight [co][ci][k][k] in the kernel's order, channels padded to a multiple of MR.
 pub struct Packed {
     mr: usize,
     co: usize,
     ci: usize,
+    taps: usize,
     data: Vec<f32>,
 }
 
-pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
-    let mr = mr_for(lanes(), co);
+pub fn pack(weight: &[f32], co: usize, ci: usize, k: usize) -> Packed {
+    let (mr, taps) = (mr_for(lanes(), co), k * k);
     let blocks = co.div_ceil(mr);
-    let mut data = vec![0.0; blocks * ci * 9 * mr];
+    let mut data = vec![0.0; blocks * ci * taps * mr];
     for o in 0..co {
         let (b, i) = (o / mr, o % mr);
         for c in 0..ci {
-            for t in 0..9 {
-                data[((b * ci + c) * 9 + t) * mr + i] = weight[(o * ci + c) * 9 + t];
+            for t in 0..taps {
+                data[((b * ci + c) * taps + t) * mr + i] = weight[(o * ci + c) * taps + t];
             }
         }
     }
-    Packed { mr, co, ci, data }
-}
-
-/// Whether the direct kernel takes a k×k conv with this resampling: 3×3, same size or over
-/// the nearest-×2 upsampled input (the stride-2 convs go through im2col).
-pub fn fits_shape(k: usize, r: Resample) -> bool {
-    k == 3 && r != Resample::Down
-}
-
-/// Whether rows w wide run flat: when w + 2 padded positions fill fewer vectors' lanes than
-/// whole-row vectors would.
-fn flat(w: usize, lanes: usize) -> bool {
-    w + 2 < w.div_ceil(lanes) * lanes
-}
-
-pub fn fits(job: &ConvJob) -> bool {
-    fits_shape(job.k, job.r)
-}
-
-/// The grid the kernel convolves: the input, or the upsampled input (never stored itself:
-/// the padded copy is made at that size).
-fn grid(job: &ConvJob) -> (usize, usize) {
-    match job.r {
-        Resample::Up => (2 * job.h, 2 * job.w),
-        _ => (job.h, job.w),
+    Packed {
+        mr,
+        co,
+        ci,
+        taps,
+        data,
     }
 }
 
-/// Zero-padded copies of every image into `out` (grown as needed, and reused from call to
-/// call: a fresh allocation per layer cost page faults), with a vector's worth of slack at
-/// the end, since a vector at a row's end reads (and then discards) lanes past it.
-pub fn pad_into(job: &ConvJob, out: &mut Vec<f32>) {
-    let (h, w) = grid(job);
-    let pitch = w + 2;
-    let up = job.r == Resample::Up;
-    let (sh, sw) = (job.h, job.w);
-    let pplane = (h + 2) * pitch;
-    let len = job.n * job.ci * pplane;
-    if out.len() < len + lanes() + 2 {
-        out.resize(len + lanes() + 2, 0.0);
-    }
-    // One padded plane per (image, channel), filled in parallel, borders included.
-    let fill = |(ic, dst): (usize, &mut [f32])| {
-        let (i, c) = (ic / job.ci, ic % job.ci);
-        let x = &job.x[i * job.x_stride + job.x_off + c * sh * sw..][..sh * sw];
-        dst[..pitch].fill(0.0);
-        dst[(h + 1) * pitch..].fill(0.0);
-        for y in 0..h {
-            let line = &mut dst[(y + 1) * pitch..(y + 2) * pitch];
-            line[0] = 0.0;
-            line[w + 1] = 0.0;
-            let row = &x[if up { y / 2 } else { y } * sw..][..sw];
-            match job.norm {
-                Some(f) => f.channel(i, c, job.ci, row, &mut line[1..=sw]),
-                None => line[1..=sw].copy_from_slice(row),
-            }
-            if up {
-                // Widen in place from the right, so no source is overwritten before use.
-                for x in (0..sw).rev() {
-                    let v = line[1 + x];
-                    line[1 + 2 * x] = v;
-                    line[2 + 2 * x] = v;
-                }
-            }
-        }
-    };
-    let planes = &mut out[..len];
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        planes.par_chunks_mut(pplane).enumerate().for_each(fill);
-    }
-    #[cfg(target_arch = "wasm32")]
-    planes.chunks_mut(pplane).enumerate().for_each(fill);
+/// Whether output rows w wide laid `pitch` apart run flat: when a row's pitch fills fewer
+/// vectors' lanes than whole-row vectors would.
+fn flat(w: usize, pitch: usize, lanes: usize) -> bool {
+    pitch < w.div_ceil(lanes) * lanes
 }
 
 /// The work items of a layer, (image, rows, channel blocks), enough for `threads` threads
 /// four times over where the layer has them. Whole-row vectors split the rows; flat ones
 /// split the channel blocks first, since a few rows fill only a vector or two.
-pub fn items(job: &ConvJob, packed: &Packed, threads: usize) -> Vec<[usize; 5]> {
-    let (h, w) = grid(job);
+pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<[usize; 5]> {
+    let h = l.ho;
     let blocks = packed.co.div_ceil(packed.mr);
     let want = (4 * threads).div_ceil(job.n);
-    let parts = if flat(w, lanes()) {
+    let parts = if flat(l.wo, l.pitch, lanes()) {
         want.min(blocks)
     } else {
         1
@@ -176,17 +116,17 @@ struct Seg {
     px: usize,
 }
 
-/// The vectors of output rows [oy0, oy1) on a grid w wide: each vector's load offset in a
-/// padded plane (the top-left tap), and the range of its segments in the returned list.
+/// The vectors of output rows [oy0, oy1) of a grid w wide on rows `pitch` apart: each
+/// vector's position on that grid, and the range of its segments in the returned list.
 fn vectors(
     w: usize,
+    pitch: usize,
     oy0: usize,
     oy1: usize,
     lanes: usize,
 ) -> (Vec<(usize, std::ops::Range<usize>)>, Vec<Seg>) {
-    let pitch = w + 2;
     let (mut vecs, mut segs) = (Vec::new(), Vec::new());
-    if flat(w, lanes) {
+    if flat(w, pitch, lanes) {
         let end = (oy1 - 1) * pitch + w;
         for f in (oy0 * pitch..end).step_by(lanes) {
             let first = segs.len();
@@ -221,8 +161,10 @@ fn vectors(
 /// MR channels, into `y` (the whole output buffer; these cells written by one caller).
 pub struct Rows<'a> {
     pub job: &'a ConvJob<'a>,
+    pub layout: &'a Layout,
     pub packed: &'a Packed,
-    pub padded: &'a [f32],
+    /// The input in `layout` (the conv's own input where the layout reads it in place).
+    pub src: &'a [f32],
     pub img: usize,
     pub oy0: usize,
     pub oy1: usize,
@@ -251,32 +193,34 @@ impl Rows<'_> {
         assert!(p.mr == MR && p.ci == job.ci && p.co == job.bias.len());
         assert!(self.cb1 <= p.co.div_ceil(MR));
         let lanes = S::F32_LANES;
-        let (h, w) = grid(job);
-        let pitch = w + 2;
-        let (plane, pplane) = (h * w, (h + 2) * pitch);
-        let img_base = self.img * job.ci * pplane;
-        let (vectors, segs) = vectors(w, self.oy0, self.oy1, lanes);
+        let l = self.layout;
+        assert!(p.taps == l.taps.len());
+        let (w, cs) = (l.wo, l.cstride);
+        let plane = l.ho * w;
+        let img_base = self.img * l.istride + l.ioff;
+        let (vectors, segs) = vectors(w, l.pitch, self.oy0, self.oy1, lanes);
         let zero = simd.splat_f32s(0.0);
         let mut tile = vec![0.0f32; lanes];
-        let taps: [usize; 9] = std::array::from_fn(|t| (t / 3) * pitch + t % 3);
+        let max_tap = *l.taps.iter().max().unwrap();
         for group in vectors.chunks(NV) {
             // A short last group repeats its last vector; the repeat is never stored.
             let offs: [usize; NV] = std::array::from_fn(|v| group[v.min(group.len() - 1)].0);
-            // Every load below stays inside `padded`: the largest offset is the last
-            // channel's last padded row, plus the slack `padded` keeps.
-            let last = img_base + (job.ci - 1) * pplane + offs.iter().max().unwrap();
-            assert!(last + 2 * pitch + 2 + lanes <= self.padded.len());
+            // Every load below stays inside `src`: the largest offset is the last channel's
+            // furthest tap, plus the slack the layout's copy keeps.
+            let last = img_base + (job.ci - 1) * cs + offs.iter().max().unwrap();
+            assert!(last + max_tap + lanes <= self.src.len());
             for cb in self.cb0..self.cb1 {
                 let mut acc = [[zero; NV]; MR];
-                let wb = &p.data[cb * job.ci * 9 * MR..][..job.ci * 9 * MR];
-                for (c, wc) in wb.chunks_exact(9 * MR).enumerate() {
-                    let base = img_base + c * pplane;
-                    for (t, wt) in wc.chunks_exact(MR).enumerate() {
-                        let tap = base + taps[t];
+                let kk = l.taps.len();
+                let wb = &p.data[cb * job.ci * kk * MR..][..job.ci * kk * MR];
+                for (c, wc) in wb.chunks_exact(kk * MR).enumerate() {
+                    let base = img_base + c * cs;
+                    for (&tap, wt) in l.taps.iter().zip(wc.chunks_exact(MR)) {
+                        let tap = base + tap;
                         let b: [S::f32s; NV] = std::array::from_fn(|v| {
                             // SAFETY: in bounds by the assert above.
                             unsafe {
-                                (self.padded.as_ptr().add(tap + offs[v]) as *const S::f32s)
+                                (self.src.as_ptr().add(tap + offs[v]) as *const S::f32s)
                                     .read_unaligned()
                             }
                         });

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod conv;
 pub mod conv_direct;
+pub mod conv_layout;
 pub mod fuse;
 pub mod gemm;
 pub mod group_norm;
@@ -108,16 +109,16 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let direct = |op: &Op| match *op {
-            Op::Conv { k, resample, .. } => conv_direct::fits_shape(k, resample),
+            Op::Conv { k, resample, .. } => conv_layout::fits_shape(k, resample),
             _ => false,
         };
         let (plan, norms) = fuse::fold(&plan, &direct);
         let (buf_of, buf_len) = plan.assign_buffers();
         let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
         for op in &plan.ops {
-            if let Op::Conv { x, y, w, .. } = *op {
+            if let Op::Conv { x, y, w, k, .. } = *op {
                 if direct(op) && packed[w].is_none() {
-                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
+                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c, k));
                 }
             }
         }
@@ -146,7 +147,14 @@ impl CpuBackend {
 
     fn ensure(&mut self, n: usize) {
         if self.n != n {
-            self.bufs = self.buf_len.iter().map(|&l| vec![0.0; l * n]).collect();
+            // The slack lets the direct kernel read a 1×1 conv's input in place: its last
+            // vector may run (and discard) a vector past the last plane.
+            let slack = conv_layout::SLACK_VECTORS * conv_direct::lanes();
+            self.bufs = self
+                .buf_len
+                .iter()
+                .map(|&l| vec![0.0; l * n + slack])
+                .collect();
             self.n = n;
         }
     }
