@@ -240,8 +240,7 @@ fn direct_with(
 ) {
     let layout = conv_layout::layout(job);
     conv_layout::fill(job, &layout, src);
-    let src = if layout.in_place { job.x } else { &src[..] };
-    let layout = &layout;
+    let (src, layout) = (&src[..], &layout);
     let items = conv_direct::items(job, layout, packed, threads);
     let out = Out::new(y);
     let run = |&[img, oy0, oy1, cb0, cb1]: &[usize; 5]| {

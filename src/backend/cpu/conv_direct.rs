@@ -1,5 +1,5 @@
-//! Direct convolution (3×3 at stride 1 or 2, over the nearest-×2 upsampled input, and
-//! 1×1): no im2col. The input is copied once into a layout (`conv_layout`) in which each tap
+//! Direct 3×3 convolution (at stride 1 or 2, or over the nearest-×2 upsampled input): no
+//! im2col. The input is copied once into a layout (`conv_layout`) in which each tap
 //! of a run of output pixels is one contiguous slice. The kernel keeps MR output channels ×
 //! NV vectors of pixels in registers and, for every input channel and tap, multiplies MR
 //! broadcast weights into NV loads, so it reads each input run once per MR channels instead
@@ -163,7 +163,7 @@ pub struct Rows<'a> {
     pub job: &'a ConvJob<'a>,
     pub layout: &'a Layout,
     pub packed: &'a Packed,
-    /// The input in `layout` (the conv's own input where the layout reads it in place).
+    /// The input in `layout`.
     pub src: &'a [f32],
     pub img: usize,
     pub oy0: usize,
@@ -197,7 +197,7 @@ impl Rows<'_> {
         assert!(p.taps == l.taps.len());
         let (w, cs) = (l.wo, l.cstride);
         let plane = l.ho * w;
-        let img_base = self.img * l.istride + l.ioff;
+        let img_base = self.img * job.ci * cs;
         let (vectors, segs) = vectors(w, l.pitch, self.oy0, self.oy1, lanes);
         let zero = simd.splat_f32s(0.0);
         let mut tile = vec![0.0f32; lanes];

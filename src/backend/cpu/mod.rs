@@ -109,7 +109,7 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let direct = |op: &Op| match *op {
-            Op::Conv { k, resample, .. } => conv_layout::fits_shape(k, resample),
+            Op::Conv { k, .. } => conv_layout::fits_shape(k),
             _ => false,
         };
         let (plan, norms) = fuse::fold(&plan, &direct);
@@ -147,14 +147,7 @@ impl CpuBackend {
 
     fn ensure(&mut self, n: usize) {
         if self.n != n {
-            // The slack lets the direct kernel read a 1×1 conv's input in place: its last
-            // vector may run (and discard) a vector past the last plane.
-            let slack = conv_layout::SLACK_VECTORS * conv_direct::lanes();
-            self.bufs = self
-                .buf_len
-                .iter()
-                .map(|&l| vec![0.0; l * n + slack])
-                .collect();
+            self.bufs = self.buf_len.iter().map(|&l| vec![0.0; l * n]).collect();
             self.n = n;
         }
     }
@@ -185,11 +178,10 @@ impl CpuBackend {
             Op::Linear {
                 x, w: wi, b, swish, ..
             } => {
-                let xb = buf(x);
-                let len = this.plan.slots[x].len();
-                per_image(&mut out, stride, n, false, |i, y| {
-                    linear::linear(&xb[i * len..(i + 1) * len], w(wi), w(b), swish, y)
-                });
+                let xb = &buf(x)[..n * this.plan.slots[x].len()];
+                assert_eq!(w(wi).len(), w(b).len() * this.plan.slots[x].len());
+                assert_eq!(stride, w(b).len(), "a linear's output slot is its features");
+                linear::linear(xb, n, w(wi), w(b), swish, &mut out);
             }
             Op::GroupNorm {
                 x,
