@@ -6,7 +6,7 @@
 
 use super::conv::Out;
 use super::gemm::{matmul, Mat};
-use super::group_norm::exp;
+use super::group_norm::{exp, wide};
 use std::cell::RefCell;
 
 /// A view of one operand: image i's [c, hw] starts at `data[i·stride + off]`.
@@ -73,11 +73,13 @@ impl AttnJob<'_> {
             let scale = (c as f32).powf(-0.5);
             matmul(qb, hw, c, s, qt, Mat::rows(k, hw), scale, false, false);
             let mut inv = [0.0f32; BLOCK];
-            for (row, inv) in s.chunks_exact_mut(hw).zip(&mut inv) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                row.iter_mut().for_each(|x| *x = exp(*x - m));
-                *inv = 1.0 / row.iter().sum::<f32>();
-            }
+            wide(|| {
+                for (row, inv) in s.chunks_exact_mut(hw).zip(&mut inv) {
+                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    row.iter_mut().for_each(|x| *x = exp(*x - m));
+                    *inv = 1.0 / row.iter().sum::<f32>();
+                }
+            });
             // o = v · sᵀ: [c][qb], unnormalised.
             let o = &mut o[..c * qb];
             matmul(

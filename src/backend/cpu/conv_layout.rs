@@ -15,6 +15,7 @@
 
 use super::conv::{out_size, ConvJob};
 use super::conv_direct::lanes;
+use super::group_norm;
 use crate::model::Resample;
 
 /// Whether the direct kernel takes a k×k conv (any resampling).
@@ -81,52 +82,55 @@ pub fn fill(job: &ConvJob, l: &Layout, out: &mut Vec<f32>) {
     }
     out[len..len + slack].fill(0.0);
     let (h, w) = (job.h, job.w);
-    // One channel region per (image, channel), filled in parallel, borders included.
+    // One channel region per (image, channel), filled in parallel, borders included; at the
+    // CPU's SIMD width, for a folded norm's arithmetic.
     let fill = |(ic, dst): (usize, &mut [f32])| {
-        let (i, c) = (ic / job.ci, ic % job.ci);
-        let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
-        // Source row y, normalised where a norm is folded in, into `line`.
-        let read = |y: usize, line: &mut [f32]| {
-            let row = &x[y * w..][..w];
-            match job.norm {
-                Some(f) => f.channel(i, c, job.ci, row, line),
-                None => line.copy_from_slice(row),
-            }
-        };
-        match job.r {
-            Resample::Down => {
-                dst.fill(0.0);
-                let phase = l.cstride / 4;
-                let mut line = vec![0.0; w];
-                for y in 0..h {
-                    read(y, &mut line);
-                    let (a, i) = (y % 2, y / 2);
-                    for (x, &v) in line.iter().enumerate() {
-                        dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
+        group_norm::wide(|| {
+            let (i, c) = (ic / job.ci, ic % job.ci);
+            let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
+            // Source row y, normalised where a norm is folded in, into `line`.
+            let read = |y: usize, line: &mut [f32]| {
+                let row = &x[y * w..][..w];
+                match job.norm {
+                    Some(f) => f.channel(i, c, job.ci, row, line),
+                    None => line.copy_from_slice(row),
+                }
+            };
+            match job.r {
+                Resample::Down => {
+                    dst.fill(0.0);
+                    let phase = l.cstride / 4;
+                    let mut line = vec![0.0; w];
+                    for y in 0..h {
+                        read(y, &mut line);
+                        let (a, i) = (y % 2, y / 2);
+                        for (x, &v) in line.iter().enumerate() {
+                            dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
+                        }
                     }
                 }
-            }
-            r => {
-                let (p, wo) = (l.pitch, l.wo);
-                dst[..p].fill(0.0);
-                dst[(l.ho + 1) * p..].fill(0.0);
-                let up = r == Resample::Up;
-                for y in 0..l.ho {
-                    let line = &mut dst[(y + 1) * p..(y + 2) * p];
-                    line[0] = 0.0;
-                    line[wo + 1] = 0.0;
-                    read(if up { y / 2 } else { y }, &mut line[1..=w]);
-                    if up {
-                        // Widen in place from the right, so no source is overwritten first.
-                        for x in (0..w).rev() {
-                            let v = line[1 + x];
-                            line[1 + 2 * x] = v;
-                            line[2 + 2 * x] = v;
+                r => {
+                    let (p, wo) = (l.pitch, l.wo);
+                    dst[..p].fill(0.0);
+                    dst[(l.ho + 1) * p..].fill(0.0);
+                    let up = r == Resample::Up;
+                    for y in 0..l.ho {
+                        let line = &mut dst[(y + 1) * p..(y + 2) * p];
+                        line[0] = 0.0;
+                        line[wo + 1] = 0.0;
+                        read(if up { y / 2 } else { y }, &mut line[1..=w]);
+                        if up {
+                            // Widen in place from the right, so no source is overwritten first.
+                            for x in (0..w).rev() {
+                                let v = line[1 + x];
+                                line[1 + 2 * x] = v;
+                                line[2 + 2 * x] = v;
+                            }
                         }
                     }
                 }
             }
-        }
+        })
     };
     let regions = &mut out[..len];
     #[cfg(not(target_arch = "wasm32"))]

@@ -5,7 +5,7 @@
 pub const GROUPS: usize = 32;
 pub const EPS: f64 = 1e-6;
 
-#[inline]
+#[inline(always)]
 pub fn swish(x: f32) -> f32 {
     // Below −87, e^−x is clamped, and x·e^x is under 1e-36 anyway.
     let v = x / (1.0 + exp(-x));
@@ -20,7 +20,7 @@ pub fn swish(x: f32) -> f32 {
 /// emoji32 forward pass). x = n·ln2 + r with |r| ≤ ln2/2, a degree-7 Taylor polynomial for
 /// e^r (truncation error below 2e-9 relative), and 2^n built in the exponent bits. Inputs
 /// are clamped to ±87, where e^x still fits an f32 normal (swish handles below −87).
-#[inline]
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds to an integer in the low mantissa bits: no roundf or float→int
     // call, which baseline x86-64 would need and which would stop the loop vectorizing.
@@ -46,7 +46,16 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(ni.wrapping_add(127) << 23)
 }
 
+/// Run `f` compiled for the widest SIMD the CPU has (AVX-512, AVX2, NEON; SIMD128 in
+/// wasm), so the loops inlined into it vectorise at that width rather than at the build's
+/// baseline (SSE2 on x86-64). Elementwise results are the same at any width.
+#[inline(always)]
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Σ f(x) with 8 f32 lanes over blocks of 512, each block's total added in f64.
+#[inline(always)]
 fn block_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0.0f64;
     for block in xs.chunks(512) {
@@ -121,14 +130,17 @@ pub fn one_group(
     ys: &mut [f32],
 ) {
     let cg = xs.len() / hw.max(1);
-    let (m, inv) = stats(xs);
-    for (i, ch) in (g * cg..(g + 1) * cg).enumerate() {
-        let (src, dst) = (&xs[i * hw..(i + 1) * hw], &mut ys[i * hw..(i + 1) * hw]);
-        normalise(src, m, inv, gamma[ch], beta[ch], act, dst);
-    }
+    wide(|| {
+        let (m, inv) = stats(xs);
+        for (i, ch) in (g * cg..(g + 1) * cg).enumerate() {
+            let (src, dst) = (&xs[i * hw..(i + 1) * hw], &mut ys[i * hw..(i + 1) * hw]);
+            normalise(src, m, inv, gamma[ch], beta[ch], act, dst);
+        }
+    })
 }
 
 /// The mean of a group's values, and 1/√(variance + eps): what `normalise` takes.
+#[inline(always)]
 pub fn stats(xs: &[f32]) -> (f32, f64) {
     let n = xs.len() as f64;
     let m = (block_sum(xs, |v| v) / n) as f32;
@@ -138,7 +150,7 @@ pub fn stats(xs: &[f32]) -> (f32, f64) {
 
 /// dst = act((src − mean)·γ/σ + β) for one channel. Subtracting the mean before scaling
 /// matters: folding it into the bias cancels badly when the spread is tiny against the mean.
-#[inline]
+#[inline(always)]
 pub fn normalise(src: &[f32], m: f32, inv: f64, gamma: f32, beta: f32, act: bool, dst: &mut [f32]) {
     let a = (gamma as f64 * inv) as f32;
     if act {
