@@ -29,6 +29,8 @@ fn conv_matches_its_twin() {
         (13, 25, 5, 33),
         (64, 64, 16, 16),
         (40, 14, 9, 21),
+        // More than 64 output channels (the 12-channel tile on AVX-512).
+        (32, 70, 5, 17),
         // At most 4 output channels (the last conv's tile), and rows of 2 and 3.
         (64, 3, 6, 20),
         (7, 4, 2, 3),
