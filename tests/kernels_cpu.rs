@@ -308,3 +308,63 @@ fn folded_group_norm_matches_norm_then_conv() {
         }
     }
 }
+
+/// Batches of at least four images per thread take the per-image path of the direct kernel
+/// (each item copies its own image, then convolves it): the same bits as one thread, and
+/// the twin's values, in every 3×3 mode.
+#[test]
+fn direct_per_image_path_matches_one_thread() {
+    let n = 9;
+    for (s, &(ci, co, h, w, r)) in [
+        (32, 20, 9, 11, Resample::None),
+        (16, 70, 6, 5, Resample::Up),
+        (24, 8, 9, 8, Resample::Down),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = 700 + 10 * s as u32;
+        let (ho, wo) = out_size(h, w, 3, r);
+        let (xs, ys) = (ci * h * w, co * ho * wo);
+        let x = randn(96, s, n * xs);
+        let wt = randn(96, s + 1, co * ci * 9);
+        let b = randn(96, s + 2, co);
+        let res = randn(96, s + 3, n * ys);
+        let packed = pack(&wt, co, ci, 3);
+        let job = ConvJob {
+            n,
+            x: &x,
+            x_stride: xs,
+            x_off: 0,
+            ci,
+            h,
+            w,
+            weight: &wt,
+            k: 3,
+            r,
+            bias: &b,
+            temb: None,
+            residual: Some((&res[..], ys, 0)),
+            y_stride: ys,
+            y_off: 0,
+            packed: Some(&packed),
+            norm: None,
+        };
+        let mut slow = vec![0.0; n * ys];
+        for i in 0..n {
+            let ep = Epilogue {
+                bias: &b,
+                temb: None,
+                residual: Some(&res[i * ys..][..ys]),
+            };
+            let (xi, yi) = (&x[i * xs..][..xs], &mut slow[i * ys..][..ys]);
+            conv2d_naive(xi, ci, h, w, &wt, 3, r, &ep, yi);
+        }
+        let (mut one, mut two) = (vec![0.0; n * ys], vec![0.0; n * ys]);
+        conv2d_batch(&job, &mut one, 1);
+        conv2d_batch(&job, &mut two, 2);
+        let e = max_rel(&two, &slow);
+        assert!(e < 1e-5, "{ci}->{co} {h}x{w} {r:?}: rel err {e}");
+        assert!(one == two, "{ci}->{co} {h}x{w} {r:?}: the per-image path changes bits");
+    }
+}

@@ -223,33 +223,25 @@ impl<'a> ConvJob<'a> {
 
 /// The direct kernel over the batch: (image, rows, channel blocks) are the work items.
 fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: usize) {
-    LAYOUT.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut src) => direct_with(job, packed, y, threads, &mut src),
-        // A pool thread waiting inside this layer's loop may steal another forward pass
-        // (of another backend on the same pool) and reach here again: that one gets its own.
-        Err(_) => direct_with(job, packed, y, threads, &mut Vec::new()),
-    });
-}
-
-fn direct_with(
-    job: &ConvJob,
-    packed: &conv_direct::Packed,
-    y: &mut [f32],
-    threads: usize,
-    src: &mut Vec<f32>,
-) {
     let layout = conv_layout::layout(job);
-    conv_layout::fill(job, &layout, src);
-    let (src, layout) = (&src[..], &layout);
-    let items = conv_direct::items(job, layout, packed, threads);
     let out = Out::new(y);
-    let run = |&[img, oy0, oy1, cb0, cb1]: &[usize; 5]| {
+    let with_buffer = |f: &mut dyn FnMut(&mut Vec<f32>)| {
+        LAYOUT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut src) => f(&mut src),
+            // A pool thread waiting inside this layer's loop may steal another forward pass
+            // (of another backend on the same pool) and reach here again: that one gets its
+            // own.
+            Err(_) => f(&mut Vec::new()),
+        })
+    };
+    let rows = |src: &[f32], [img, oy0, oy1, cb0, cb1]: [usize; 5], src_img: usize| {
         pulp::Arch::new().dispatch(Rows {
             job,
-            layout,
+            layout: &layout,
             packed,
             src,
             img,
+            src_img,
             oy0,
             oy1,
             cb0,
@@ -258,13 +250,33 @@ fn direct_with(
             y_len: out.len,
         })
     };
+    let items = conv_direct::items(job, &layout, packed, threads);
+    // When every item is a whole image, each fills its own image into its thread's buffer
+    // and convolves it at once: one parallel loop per layer instead of two, and the copy
+    // is still in L2 when the kernel reads it.
     #[cfg(not(target_arch = "wasm32"))]
-    if threads > 1 && items.len() > 1 {
+    if threads > 1 && items.len() == job.n && job.n > 1 {
         use rayon::prelude::*;
-        items.par_iter().for_each(run);
+        items.par_iter().for_each(|&item| {
+            with_buffer(&mut |src| {
+                conv_layout::fill_image(job, &layout, item[0], src);
+                rows(src, item, 0);
+            })
+        });
         return;
     }
-    items.iter().for_each(run);
+    with_buffer(&mut |src| {
+        conv_layout::fill(job, &layout, src);
+        let src = &src[..];
+        let run = |&item: &[usize; 5]| rows(src, item, item[0]);
+        #[cfg(not(target_arch = "wasm32"))]
+        if threads > 1 && items.len() > 1 {
+            use rayon::prelude::*;
+            items.par_iter().for_each(run);
+            return;
+        }
+        items.iter().for_each(run);
+    });
 }
 
 /// The whole batch, on `threads` threads: the columns (images × pixels, folded) are cut

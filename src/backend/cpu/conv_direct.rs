@@ -168,6 +168,8 @@ pub struct Rows<'a> {
     /// The input in `layout`.
     pub src: &'a [f32],
     pub img: usize,
+    /// Which image of `src` is image `img` (0 when `src` holds that image alone).
+    pub src_img: usize,
     pub oy0: usize,
     pub oy1: usize,
     pub cb0: usize,
@@ -200,7 +202,7 @@ impl Rows<'_> {
         assert!(p.taps == l.taps.len());
         let (w, cs) = (l.wo, l.cstride);
         let plane = l.ho * w;
-        let img_base = self.img * job.ci * cs;
+        let img_base = self.src_img * job.ci * cs;
         let (vectors, segs) = vectors(w, l.pitch, self.oy0, self.oy1, lanes);
         let zero = simd.splat_f32s(0.0);
         let mut tile = vec![0.0f32; lanes];

@@ -81,57 +81,8 @@ pub fn fill(job: &ConvJob, l: &Layout, out: &mut Vec<f32>) {
         out.resize(len + slack, 0.0);
     }
     out[len..len + slack].fill(0.0);
-    let (h, w) = (job.h, job.w);
-    // One channel region per (image, channel), filled in parallel, borders included; at the
-    // CPU's SIMD width, for a folded norm's arithmetic.
-    let fill = |(ic, dst): (usize, &mut [f32])| {
-        group_norm::wide(|| {
-            let (i, c) = (ic / job.ci, ic % job.ci);
-            let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
-            // Source row y, normalised where a norm is folded in, into `line`.
-            let read = |y: usize, line: &mut [f32]| {
-                let row = &x[y * w..][..w];
-                match job.norm {
-                    Some(f) => f.channel(i, c, job.ci, row, line),
-                    None => line.copy_from_slice(row),
-                }
-            };
-            match job.r {
-                Resample::Down => {
-                    dst.fill(0.0);
-                    let phase = l.cstride / 4;
-                    let mut line = vec![0.0; w];
-                    for y in 0..h {
-                        read(y, &mut line);
-                        let (a, i) = (y % 2, y / 2);
-                        for (x, &v) in line.iter().enumerate() {
-                            dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
-                        }
-                    }
-                }
-                r => {
-                    let (p, wo) = (l.pitch, l.wo);
-                    dst[..p].fill(0.0);
-                    dst[(l.ho + 1) * p..].fill(0.0);
-                    let up = r == Resample::Up;
-                    for y in 0..l.ho {
-                        let line = &mut dst[(y + 1) * p..(y + 2) * p];
-                        line[0] = 0.0;
-                        line[wo + 1] = 0.0;
-                        read(if up { y / 2 } else { y }, &mut line[1..=w]);
-                        if up {
-                            // Widen in place from the right, so no source is overwritten first.
-                            for x in (0..w).rev() {
-                                let v = line[1 + x];
-                                line[1 + 2 * x] = v;
-                                line[2 + 2 * x] = v;
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // One channel region per (image, channel), filled in parallel.
+    let fill = |(ic, dst): (usize, &mut [f32])| region(job, l, ic / job.ci, ic % job.ci, dst);
     let regions = &mut out[..len];
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -140,4 +91,68 @@ pub fn fill(job: &ConvJob, l: &Layout, out: &mut Vec<f32>) {
     }
     #[cfg(target_arch = "wasm32")]
     regions.chunks_mut(l.cstride).enumerate().for_each(fill);
+}
+
+/// Image i alone into `out`, on this thread, with the same slack.
+pub fn fill_image(job: &ConvJob, l: &Layout, i: usize, out: &mut Vec<f32>) {
+    let len = job.ci * l.cstride;
+    let slack = SLACK_VECTORS * lanes();
+    if out.len() < len + slack {
+        out.resize(len + slack, 0.0);
+    }
+    out[len..len + slack].fill(0.0);
+    for (c, dst) in out[..len].chunks_mut(l.cstride).enumerate() {
+        region(job, l, i, c, dst);
+    }
+}
+
+/// Channel c of image i into its region, borders included; at the CPU's SIMD width, for a
+/// folded norm's arithmetic.
+fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
+    let (h, w) = (job.h, job.w);
+    group_norm::wide(|| {
+        let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
+        // Source row y, normalised where a norm is folded in, into `line`.
+        let read = |y: usize, line: &mut [f32]| {
+            let row = &x[y * w..][..w];
+            match job.norm {
+                Some(f) => f.channel(i, c, job.ci, row, line),
+                None => line.copy_from_slice(row),
+            }
+        };
+        match job.r {
+            Resample::Down => {
+                dst.fill(0.0);
+                let phase = l.cstride / 4;
+                let mut line = vec![0.0; w];
+                for y in 0..h {
+                    read(y, &mut line);
+                    let (a, i) = (y % 2, y / 2);
+                    for (x, &v) in line.iter().enumerate() {
+                        dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
+                    }
+                }
+            }
+            r => {
+                let (p, wo) = (l.pitch, l.wo);
+                dst[..p].fill(0.0);
+                dst[(l.ho + 1) * p..].fill(0.0);
+                let up = r == Resample::Up;
+                for y in 0..l.ho {
+                    let line = &mut dst[(y + 1) * p..(y + 2) * p];
+                    line[0] = 0.0;
+                    line[wo + 1] = 0.0;
+                    read(if up { y / 2 } else { y }, &mut line[1..=w]);
+                    if up {
+                        // Widen in place from the right, so no source is overwritten first.
+                        for x in (0..w).rev() {
+                            let v = line[1 + x];
+                            line[1 + 2 * x] = v;
+                            line[2 + 2 * x] = v;
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
