@@ -109,7 +109,9 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let direct = |op: &Op| match *op {
-            Op::Conv { k, .. } => conv_layout::fits_shape(k),
+            Op::Conv { y, k, resample, .. } => {
+                conv_layout::fits_shape(k, resample, y.c, plan.slots[y.slot].hw().1)
+            }
             _ => false,
         };
         let (plan, norms) = fuse::fold(&plan, &direct);
