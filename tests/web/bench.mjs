@@ -1,6 +1,7 @@
 // Browser timing: ms per sampling step of a model in headless Chromium, on WebGPU (SwiftShader
 // here) and on the wasm CPU backend. Not a test: prints one line per backend.
-// Usage: node tests/web/bench.mjs [model.safetensors config.yml steps n]   (with `ddim serve` on $DDIM_URL)
+// Usage: node tests/web/bench.mjs [model.safetensors config.yml steps n]   (with `ddim serve` on $DDIM_URL;
+//   BACKENDS=cpu or gpu times one backend only)
 import { chromium } from "playwright-core";
 
 const URL_ = process.env.DDIM_URL ?? "http://127.0.0.1:8080";
@@ -10,7 +11,7 @@ const base = ["--headless", "--no-sandbox", "--disable-quic", "--no-first-run", 
   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"];
 const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader"];
 
-for (const backend of ["gpu", "cpu"]) {
+for (const backend of (process.env.BACKENDS ?? "gpu,cpu").split(",")) {
   const b = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: backend === "gpu" ? [...base, ...webgpu] : base });
   const page = await b.newPage();
   await page.goto(`${URL_}/index.html?backend=${backend}`);
