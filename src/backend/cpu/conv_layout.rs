@@ -18,19 +18,13 @@ use super::conv_direct::lanes;
 use super::group_norm;
 use crate::model::Resample;
 
-/// Whether the direct kernel takes a k×k conv with this resampling, co output channels and
-/// output rows wo wide: every 3×3 conv up to 64 output channels; above that (CIFAR-10's
-/// 128 to 256), only stride-1 rows that fill whole vectors. Its 8×8, 4×4 and stride-2
-/// layers ran faster as one GEMM over the batch (CIFAR-10 batch 8, alternated: 578–692 ms
-/// for the GEMM against 650–711 with them on the direct kernel). A shape rule, never a
-/// batch one, so an image's rounding does not depend on its batch.
-pub fn fits_shape(k: usize, r: Resample, co: usize, wo: usize) -> bool {
-    k == 3 && (co <= 64 || (r != Resample::Down && wo.is_multiple_of(lanes())))
+/// Whether the direct kernel takes a k×k conv (any resampling).
+pub fn fits_shape(k: usize) -> bool {
+    k == 3
 }
 
 pub fn fits(job: &ConvJob) -> bool {
-    let (_, wo) = out_size(job.h, job.w, job.k, job.r);
-    fits_shape(job.k, job.r, job.bias.len(), wo)
+    fits_shape(job.k)
 }
 
 /// Vectors of slack after the last image, for the loads of a row's last vector.

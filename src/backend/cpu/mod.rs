@@ -109,9 +109,7 @@ impl CpuBackend {
     /// Run any plan (the twin tests run single-op plans).
     pub fn with_plan(plan: Plan, weights: Vec<Tensor>) -> Self {
         let direct = |op: &Op| match *op {
-            Op::Conv { y, k, resample, .. } => {
-                conv_layout::fits_shape(k, resample, y.c, plan.slots[y.slot].hw().1)
-            }
+            Op::Conv { k, .. } => conv_layout::fits_shape(k),
             _ => false,
         };
         let (plan, norms) = fuse::fold(&plan, &direct);
