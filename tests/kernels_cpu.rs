@@ -148,8 +148,8 @@ fn group_norm_matches_its_twin() {
 }
 
 /// Attention over 3 images whose operands sit at channel offsets inside wider slots, on 1,
-/// 2 and 5 threads (which cut the queries into different blocks), against the plain twin
-/// image by image; hw from 1 to past one block of queries.
+/// 2 and 5 threads (identical bits), against the plain twin image by image; hw from 1 to
+/// past one block of queries.
 #[test]
 fn attention_matches_its_twin() {
     use ddim_webgpu::backend::cpu::attention::{AttnJob, Operand};
@@ -311,14 +311,16 @@ fn folded_group_norm_matches_norm_then_conv() {
 
 /// Batches of at least four images per thread take the per-image path of the direct kernel
 /// (each item copies its own image, then convolves it): the same bits as one thread, and
-/// the twin's values, in every 3×3 mode.
+/// the twin's values, in every 3×3 mode (the 12-channel tile too), with a GroupNorm folded
+/// in.
 #[test]
 fn direct_per_image_path_matches_one_thread() {
+    use ddim_webgpu::backend::cpu::group_norm::{stats, Fused};
     let n = 9;
     for (s, &(ci, co, h, w, r)) in [
         (32, 20, 9, 11, Resample::None),
-        (16, 70, 6, 5, Resample::Up),
-        (24, 8, 9, 8, Resample::Down),
+        (64, 70, 6, 5, Resample::Up),
+        (32, 8, 9, 8, Resample::Down),
     ]
     .iter()
     .enumerate()
@@ -330,6 +332,15 @@ fn direct_per_image_path_matches_one_thread() {
         let wt = randn(96, s + 1, co * ci * 9);
         let b = randn(96, s + 2, co);
         let res = randn(96, s + 3, n * ys);
+        let (gamma, beta) = (randn(96, s + 4, ci), randn(96, s + 5, ci));
+        let fused = Fused {
+            gamma: &gamma,
+            beta: &beta,
+            swish: true,
+            stats: (0..n * 32)
+                .map(|k| stats(&x[(k / 32) * xs + (k % 32) * (xs / 32)..][..xs / 32]))
+                .collect(),
+        };
         let packed = pack(&wt, co, ci, 3);
         let job = ConvJob {
             n,
@@ -348,8 +359,9 @@ fn direct_per_image_path_matches_one_thread() {
             y_stride: ys,
             y_off: 0,
             packed: Some(&packed),
-            norm: None,
+            norm: Some(&fused),
         };
+        assert!(fits(&job), "the shape must take the direct kernel");
         let mut slow = vec![0.0; n * ys];
         for i in 0..n {
             let ep = Epilogue {
@@ -357,14 +369,110 @@ fn direct_per_image_path_matches_one_thread() {
                 temb: None,
                 residual: Some(&res[i * ys..][..ys]),
             };
-            let (xi, yi) = (&x[i * xs..][..xs], &mut slow[i * ys..][..ys]);
-            conv2d_naive(xi, ci, h, w, &wt, 3, r, &ep, yi);
+            let mut normed = vec![0.0; xs];
+            group_norm_naive(
+                &x[i * xs..][..xs],
+                ci,
+                h * w,
+                &gamma,
+                &beta,
+                true,
+                &mut normed,
+            );
+            let yi = &mut slow[i * ys..][..ys];
+            conv2d_naive(&normed, ci, h, w, &wt, 3, r, &ep, yi);
         }
         let (mut one, mut two) = (vec![0.0; n * ys], vec![0.0; n * ys]);
         conv2d_batch(&job, &mut one, 1);
         conv2d_batch(&job, &mut two, 2);
         let e = max_rel(&two, &slow);
         assert!(e < 1e-5, "{ci}->{co} {h}x{w} {r:?}: rel err {e}");
-        assert!(one == two, "{ci}->{co} {h}x{w} {r:?}: the per-image path changes bits");
+        assert!(
+            one == two,
+            "{ci}->{co} {h}x{w} {r:?}: the per-image path changes bits"
+        );
+    }
+}
+
+/// The direct kernel compiled for AVX2 (8 lanes), as a CPU without AVX-512 runs it, against
+/// the twin: this machine's dispatch would pick AVX-512, so the test picks AVX2 itself.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn direct_kernel_on_avx2_matches_its_twin() {
+    use ddim_webgpu::backend::cpu::conv_direct::{items, Rows};
+    use ddim_webgpu::backend::cpu::conv_layout::{fill, layout};
+    use pulp::WithSimd;
+    let Some(v3) = pulp::x86::V3::try_new() else {
+        eprintln!("no AVX2 here: skipped");
+        return;
+    };
+    for (s, &(ci, co, h, w, r)) in [
+        (32, 20, 9, 11, Resample::None),
+        (16, 70, 4, 5, Resample::Up),
+        (8, 3, 9, 8, Resample::Down),
+        (24, 13, 8, 16, Resample::None),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (n, s) = (2, 800 + 10 * s as u32);
+        let (ho, wo) = out_size(h, w, 3, r);
+        let (xs, ys) = (ci * h * w, co * ho * wo);
+        let x = randn(95, s, n * xs);
+        let wt = randn(95, s + 1, co * ci * 9);
+        let b = randn(95, s + 2, co);
+        let packed = pack(&wt, co, ci, 3);
+        let job = ConvJob {
+            n,
+            x: &x,
+            x_stride: xs,
+            x_off: 0,
+            ci,
+            h,
+            w,
+            weight: &wt,
+            k: 3,
+            r,
+            bias: &b,
+            temb: None,
+            residual: None,
+            y_stride: ys,
+            y_off: 0,
+            packed: Some(&packed),
+            norm: None,
+        };
+        let l = layout(&job);
+        let mut src = Vec::new();
+        fill(&job, &l, &mut src);
+        let mut y = vec![0.0; n * ys];
+        for [img, oy0, oy1, cb0, cb1] in items(&job, &l, &packed, 1) {
+            let rows = Rows {
+                job: &job,
+                layout: &l,
+                packed: &packed,
+                src: &src,
+                img,
+                src_img: img,
+                oy0,
+                oy1,
+                cb0,
+                cb1,
+                y: y.as_mut_ptr(),
+                y_len: y.len(),
+            };
+            v3.vectorize(|| rows.with_simd(v3));
+        }
+        let mut slow = vec![0.0; n * ys];
+        for i in 0..n {
+            let ep = Epilogue {
+                bias: &b,
+                temb: None,
+                residual: None,
+            };
+            let yi = &mut slow[i * ys..][..ys];
+            conv2d_naive(&x[i * xs..][..xs], ci, h, w, &wt, 3, r, &ep, yi);
+        }
+        let e = max_rel(&y, &slow);
+        assert!(e < 1e-5, "AVX2 {ci}->{co} {h}x{w} {r:?}: rel err {e}");
     }
 }
