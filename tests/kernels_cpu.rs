@@ -88,7 +88,7 @@ fn conv_matches_its_twin() {
                     packed: None,
                     norm: None,
                 };
-                let packed = Some(pack(&wt, co, ci, k));
+                let packed = (k == 3).then(|| pack(&wt, co, ci));
                 // The im2col GEMM, and the direct kernel where the shape fits it.
                 let direct = ConvJob {
                     packed: packed.as_ref(),
@@ -232,22 +232,22 @@ fn linear_matches_its_twin() {
 fn folded_group_norm_matches_norm_then_conv() {
     use ddim_webgpu::backend::cpu::group_norm::{stats, Fused};
     let mut seed = 500;
-    for &(ci, co, h, w, k, r) in &[
-        (32, 20, 5, 17, 3, Resample::None),
-        (64, 13, 4, 16, 3, Resample::None),
-        (32, 24, 3, 9, 3, Resample::Up),
-        (32, 11, 7, 6, 3, Resample::Down),
+    for &(ci, co, h, w, r) in &[
+        (32, 20, 5, 17, Resample::None),
+        (64, 13, 4, 16, Resample::None),
+        (32, 24, 3, 9, Resample::Up),
+        (32, 11, 7, 6, Resample::Down),
     ] {
         for swish in [false, true] {
             seed += 1;
             let n = 3;
-            let (ho, wo) = out_size(h, w, k, r);
+            let (ho, wo) = out_size(h, w, 3, r);
             let xs = (ci + 32) * h * w;
             let x: Vec<f32> = randn(98, seed, n * xs)
                 .iter()
                 .map(|v| v * 2.0 + 3.0)
                 .collect();
-            let wt = randn(98, seed + 1, co * ci * k * k);
+            let wt = randn(98, seed + 1, co * ci * 9);
             let (gamma, beta, b) = (
                 randn(98, seed + 2, ci),
                 randn(98, seed + 3, ci),
@@ -264,7 +264,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                     residual: None,
                 };
                 let yi = &mut want[i * co * ho * wo..][..co * ho * wo];
-                conv2d_naive(&normed, ci, h, w, &wt, k, r, &ep, yi);
+                conv2d_naive(&normed, ci, h, w, &wt, 3, r, &ep, yi);
             }
             let per = ci * h * w / 32;
             let fused = Fused {
@@ -275,7 +275,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                     .map(|k| stats(&x[(k / 32) * xs + 32 * h * w + (k % 32) * per..][..per]))
                     .collect(),
             };
-            let packed = pack(&wt, co, ci, k);
+            let packed = pack(&wt, co, ci);
             let job = ConvJob {
                 n,
                 x: &x,
@@ -285,7 +285,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                 h,
                 w,
                 weight: &wt,
-                k,
+                k: 3,
                 r,
                 bias: &b,
                 temb: None,
@@ -341,7 +341,7 @@ fn direct_per_image_path_matches_one_thread() {
                 .map(|k| stats(&x[(k / 32) * xs + (k % 32) * (xs / 32)..][..xs / 32]))
                 .collect(),
         };
-        let packed = pack(&wt, co, ci, 3);
+        let packed = pack(&wt, co, ci);
         let job = ConvJob {
             n,
             x: &x,
@@ -421,7 +421,7 @@ fn direct_kernel_on_avx2_matches_its_twin() {
         let x = randn(95, s, n * xs);
         let wt = randn(95, s + 1, co * ci * 9);
         let b = randn(95, s + 2, co);
-        let packed = pack(&wt, co, ci, 3);
+        let packed = pack(&wt, co, ci);
         let job = ConvJob {
             n,
             x: &x,

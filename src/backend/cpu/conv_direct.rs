@@ -49,34 +49,27 @@ fn mr_for(lanes: usize, co: usize) -> usize {
     }
 }
 
-/// A k×k weight [co][ci][k][k] in the kernel's order, channels padded to a multiple of MR.
+/// A 3×3 weight [co][ci][3][3] in the kernel's order, channels padded to a multiple of MR.
 pub struct Packed {
     mr: usize,
     co: usize,
     ci: usize,
-    taps: usize,
     data: Vec<f32>,
 }
 
-pub fn pack(weight: &[f32], co: usize, ci: usize, k: usize) -> Packed {
-    let (mr, taps) = (mr_for(lanes(), co), k * k);
+pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
+    let mr = mr_for(lanes(), co);
     let blocks = co.div_ceil(mr);
-    let mut data = vec![0.0; blocks * ci * taps * mr];
+    let mut data = vec![0.0; blocks * ci * 9 * mr];
     for o in 0..co {
         let (b, i) = (o / mr, o % mr);
         for c in 0..ci {
-            for t in 0..taps {
-                data[((b * ci + c) * taps + t) * mr + i] = weight[(o * ci + c) * taps + t];
+            for t in 0..9 {
+                data[((b * ci + c) * 9 + t) * mr + i] = weight[(o * ci + c) * 9 + t];
             }
         }
     }
-    Packed {
-        mr,
-        co,
-        ci,
-        taps,
-        data,
-    }
+    Packed { mr, co, ci, data }
 }
 
 /// Whether output rows w wide laid `pitch` apart run flat: when a row's pitch fills fewer
@@ -199,7 +192,6 @@ impl Rows<'_> {
         assert!(self.cb1 <= p.co.div_ceil(MR));
         let lanes = S::F32_LANES;
         let l = self.layout;
-        assert!(p.taps == l.taps.len());
         let (w, cs) = (l.wo, l.cstride);
         let plane = l.ho * w;
         let img_base = self.src_img * job.ci * cs;
@@ -216,9 +208,8 @@ impl Rows<'_> {
             assert!(last + max_tap + lanes <= self.src.len());
             for cb in self.cb0..self.cb1 {
                 let mut acc = [[zero; NV]; MR];
-                let kk = l.taps.len();
-                let wb = &p.data[cb * job.ci * kk * MR..][..job.ci * kk * MR];
-                for (c, wc) in wb.chunks_exact(kk * MR).enumerate() {
+                let wb = &p.data[cb * job.ci * 9 * MR..][..job.ci * 9 * MR];
+                for (c, wc) in wb.chunks_exact(9 * MR).enumerate() {
                     let base = img_base + c * cs;
                     for (&tap, wt) in l.taps.iter().zip(wc.chunks_exact(MR)) {
                         let tap = base + tap;

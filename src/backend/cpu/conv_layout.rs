@@ -18,7 +18,7 @@ use super::conv_direct::lanes;
 use super::group_norm;
 use crate::model::Resample;
 
-/// Whether the direct kernel takes a k×k conv (any resampling).
+/// Whether the direct kernel takes a k×k conv: every 3×3 (any resampling).
 pub fn fits_shape(k: usize) -> bool {
     k == 3
 }
@@ -37,7 +37,7 @@ pub struct Layout {
     pub wo: usize,
     pub pitch: usize,
     pub cstride: usize,
-    pub taps: Vec<usize>,
+    pub taps: [usize; 9],
 }
 
 pub fn layout(job: &ConvJob) -> Layout {
@@ -45,12 +45,10 @@ pub fn layout(job: &ConvJob) -> Layout {
     if job.r == Resample::Down {
         let (ho, wo) = out_size(h, w, 3, Resample::Down);
         let (pitch, phase) = (wo + 1, (ho + 1) * (wo + 1));
-        let taps = (0..9)
-            .map(|t| {
-                let (ky, kx) = (t / 3, t % 3);
-                ((ky % 2) * 2 + kx % 2) * phase + (ky / 2) * pitch + kx / 2
-            })
-            .collect();
+        let taps = std::array::from_fn(|t| {
+            let (ky, kx) = (t / 3, t % 3);
+            ((ky % 2) * 2 + kx % 2) * phase + (ky / 2) * pitch + kx / 2
+        });
         return Layout {
             ho,
             wo,
@@ -67,7 +65,7 @@ pub fn layout(job: &ConvJob) -> Layout {
         wo,
         pitch,
         cstride: (ho + 2) * pitch,
-        taps: (0..9).map(|t| (t / 3) * pitch + t % 3).collect(),
+        taps: std::array::from_fn(|t| (t / 3) * pitch + t % 3),
     }
 }
 

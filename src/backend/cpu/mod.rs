@@ -116,9 +116,9 @@ impl CpuBackend {
         let (buf_of, buf_len) = plan.assign_buffers();
         let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
         for op in &plan.ops {
-            if let Op::Conv { x, y, w, k, .. } = *op {
+            if let Op::Conv { x, y, w, .. } = *op {
                 if direct(op) && packed[w].is_none() {
-                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c, k));
+                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
                 }
             }
         }
