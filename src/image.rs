@@ -263,18 +263,20 @@ mod tests {
         out.extend_from_slice(&crc.to_be_bytes());
     }
 
+    /// The PNG signature and the IHDR chunk of a w×h image of 8-bit colour type `color`.
+    fn start(w: u32, h: u32, color: u8) -> Vec<u8> {
+        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, color, 0, 0, 0]];
+        chunk(&mut f, b"IHDR", &ihdr.concat());
+        f
+    }
+
     /// Found by fuzzing (fuzz/README.md): a header of 65544×16714760 gray pixels made
     /// `decode_png` allocate its 1.1 TB output buffer before reading any data. (The fuzz
     /// build skips png's CRC checks, so the saved input is rebuilt here with valid CRCs.)
     #[test]
     fn a_huge_header_is_refused_before_any_allocation() {
-        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
-        let ihdr = [
-            &65544u32.to_be_bytes()[..],
-            &16714760u32.to_be_bytes(),
-            &[8, 0, 0, 0, 0],
-        ];
-        chunk(&mut f, b"IHDR", &ihdr.concat());
+        let mut f = start(65544, 16714760, 0);
         chunk(&mut f, b"IDAT", b"x\x9cc`\x00\x00\x00\x02\x00\x01");
         chunk(&mut f, b"IEND", b"");
         let e = decode_png(&f, "huge.png", 3).unwrap_err().to_string();
@@ -286,13 +288,7 @@ mod tests {
 
     /// A 1×1 indexed PNG with the given PLTE chunk.
     fn indexed(plte: &[u8]) -> Vec<u8> {
-        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
-        let ihdr = [
-            &1u32.to_be_bytes()[..],
-            &1u32.to_be_bytes(),
-            &[8, 3, 0, 0, 0],
-        ];
-        chunk(&mut f, b"IHDR", &ihdr.concat());
+        let mut f = start(1, 1, 3);
         chunk(&mut f, b"PLTE", plte);
         // One row (filter 0, index 0) as a stored zlib block.
         chunk(
