@@ -428,7 +428,7 @@ impl Ddim {
         })
     }
 
-    /// { adapter, backend, params, resolution, channels, gpuBytes, simd }
+    /// { adapter, backend, params, resolution, channels, gpuBytes, simd, relaxedSimd }
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let guard = self
             .inner
@@ -468,6 +468,13 @@ impl Ddim {
         // The CPU fallback's GEMM runs SIMD128 kernels only when built for them.
         let simd = cfg!(target_feature = "simd128") && gemm::get_wasm_simd128();
         Reflect::set(&o, &"simd".into(), &simd.into())?;
+        // The optional module (cargo feature relaxed-simd, built with +relaxed-simd): our
+        // kernels' multiply-adds are then single relaxed_madd instructions.
+        let relaxed = cfg!(all(
+            feature = "relaxed-simd",
+            target_feature = "relaxed-simd"
+        ));
+        Reflect::set(&o, &"relaxedSimd".into(), &relaxed.into())?;
         Ok(o.into())
     }
 

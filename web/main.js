@@ -13,7 +13,10 @@ const DEFAULT = {
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // One worker on the GPU; on the CPU backend a pool that splits each batch across the cores.
-const worker = new WorkerPool(new URL("./worker.js", import.meta.url));
+// ?simd=relaxed|simd128 picks the wasm build (default: relaxed SIMD where the browser has it).
+const workerUrl = new URL("./worker.js", import.meta.url);
+if (params.has("simd")) workerUrl.searchParams.set("simd", params.get("simd"));
+const worker = new WorkerPool(workerUrl);
 let lastImages = [];
 let t0 = 0;
 
@@ -118,6 +121,7 @@ worker.onmessage = (e) => {
   } else if (m.type === "result") {
     document.body.dataset.gpuBytes = String(m.info.gpuBytes);
     document.body.dataset.workers = String(m.info.workers ?? 1);
+    document.body.dataset.relaxedSimd = String(m.info.relaxedSimd);
     window.ddimLastResult = m; // for tests and the console: images, raw (NCHW floats), msPerStep
     if (m.kind === "interpolate") {
       draw($("interp"), m.images);

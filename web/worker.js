@@ -2,8 +2,10 @@
 // responsive. Messages in: load, sample, interpolate, cancel. Messages out: loaded, progress,
 // result, error.
 import init, { Ddim } from "../pkg/ddim_webgpu.js";
+import { wasmUrl } from "../pkg/simd.js";
 
-const ready = init();
+// The page passes its ?simd= choice (auto, relaxed, simd128) on to its workers.
+const ready = init({ module_or_path: wasmUrl(new URLSearchParams(location.search).get("simd") ?? "auto") });
 let ddim = null;
 let ctrl = null;
 

@@ -224,31 +224,41 @@ await test("without WebGPU the page falls back to the CPU and matches the CLI", 
   if (s2 !== "done") throw new Error(m2);
   const workers = await page.evaluate(() => document.body.dataset.workers);
   if (workers !== "2") throw new Error(`the batch of 2 ran on ${workers} worker(s), not 2`);
+  // Chromium validates relaxed SIMD, so the page's workers take the optional module.
+  const relaxed = await page.evaluate(() => document.body.dataset.relaxedSimd);
+  if (relaxed !== "true") throw new Error(`the workers ran the SIMD128 module (relaxedSimd ${relaxed})`);
   compare(await pixels(page, "#results"), ref);
   await page.screenshot({ path: `${REF}/page-cpu.png`, fullPage: true });
   await b.close();
 });
 
-await test("the wasm CPU backend runs SIMD128, and samples split by index match the CLI", async () => {
-  const b = await chromium.launch({ executablePath: CHROME, args: base });
-  const page = await b.newPage();
-  await page.goto(`${URL_}/web/embed-example.html?backend=cpu&steps=3&seed=5&clip`);
-  const [s, msg] = await waitState(page, ["done", "error"]);
-  if (s !== "done") throw new Error(msg);
-  compare(await pixels(page, "body"), [ref[0]]);
-  const simd = await page.evaluate(() => document.body.dataset.simd);
-  if (simd !== "true") throw new Error(`info().simd is ${simd}: gemm runs its scalar kernels`);
-  // The second sample alone, numbered from 1, as one worker of a pool draws it.
-  const px = await page.evaluate(async () => {
-    const { Ddim } = await import("../pkg/ddim_webgpu.js");
-    const d = await Ddim.load("../models/emoji32.safetensors", undefined, { backend: "cpu" });
-    const { images } = await d.sample({ steps: 3, seed: 5, n: 1, first: 1, clip: true });
-    d.free();
-    return Array.from(images[0].data);
+for (const build of ["simd128", "relaxed"]) {
+  await test(`the wasm CPU backend's ${build} module runs SIMD, and samples split by index match the CLI`, async () => {
+    const b = await chromium.launch({ executablePath: CHROME, args: base });
+    const page = await b.newPage();
+    await page.goto(`${URL_}/web/embed-example.html?backend=cpu&steps=3&seed=5&clip&simd=${build}`);
+    const [s, msg] = await waitState(page, ["done", "error"]);
+    if (s !== "done") throw new Error(msg);
+    const w0 = compare(await pixels(page, "body"), [ref[0]]);
+    const simd = await page.evaluate(() => document.body.dataset.simd);
+    if (simd !== "true") throw new Error(`info().simd is ${simd}: gemm runs its scalar kernels`);
+    const relaxed = await page.evaluate(() => document.body.dataset.relaxedSimd);
+    if (relaxed !== String(build === "relaxed")) throw new Error(`asked for ${build}, got relaxedSimd ${relaxed}`);
+    // The second sample alone, numbered from 1, as one worker of a pool draws it.
+    const px = await page.evaluate(async (build) => {
+      const m = await import("../pkg/ddim_webgpu.js");
+      const { wasmUrl } = await import("../pkg/simd.js");
+      await m.default({ module_or_path: wasmUrl(build) });
+      const d = await m.Ddim.load("../models/emoji32.safetensors", undefined, { backend: "cpu" });
+      const { images } = await d.sample({ steps: 3, seed: 5, n: 1, first: 1, clip: true });
+      d.free();
+      return Array.from(images[0].data);
+    }, build);
+    const w1 = compare([px], [ref[1]]);
+    console.log(`     max pixel difference from the CLI: ${Math.max(w0, w1)}`);
+    await b.close();
   });
-  compare([px], [ref[1]]);
-  await b.close();
-});
+}
 
 const passed = results.filter((r) => r[1]).length;
 console.log(`\n${passed} passed, ${results.length - passed} failed`);

@@ -220,8 +220,9 @@ impl Rows<'_> {
                                     .read_unaligned()
                             }
                         });
-                        // mul_add_e: fused where the ISA has FMA; WebAssembly's SIMD128 has
-                        // none, and pulp's exact mul_add emulates one lane at a time there.
+                        // mul_add_e: fused where the ISA has FMA (relaxed_madd in the
+                        // relaxed-SIMD wasm build); SIMD128 has none, and pulp's exact
+                        // mul_add emulates one lane at a time there.
                         for i in 0..MR {
                             let a = simd.splat_f32s(wt[i]);
                             for v in 0..NV {
