@@ -40,25 +40,27 @@ pub fn lanes() -> usize {
 /// (CIFAR-10, batch 1, one thread: 122–131 ms against 139–164 for 8 × 3). Narrower ISAs
 /// (16 registers on AVX2 and wasm) take 6 × 2. A layer with at most 4 output channels (the
 /// last conv: 3) takes 4 × 2, not a tile mostly empty.
-fn mr_for(lanes: usize, co: usize) -> usize {
+fn tile_for(lanes: usize, co: usize) -> (usize, usize) {
     match (lanes >= 16, co) {
-        (_, ..=4) => 4,
-        (true, ..=64) => 8,
-        (true, _) => 12,
-        (false, _) => 6,
+        (_, ..=4) => (4, 2),
+        (true, ..=64) => (8, 3),
+        (true, _) => (12, 2),
+        (false, _) => (6, 2),
     }
 }
 
 /// A 3×3 weight [co][ci][3][3] in the kernel's order, channels padded to a multiple of MR.
 pub struct Packed {
     mr: usize,
+    /// Vectors of pixels per register tile.
+    nv: usize,
     co: usize,
     ci: usize,
     data: Vec<f32>,
 }
 
 pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
-    let mr = mr_for(lanes(), co);
+    let (mr, nv) = tile_for(lanes(), co);
     let blocks = co.div_ceil(mr);
     let mut data = vec![0.0; blocks * ci * 9 * mr];
     for o in 0..co {
@@ -69,7 +71,13 @@ pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
             }
         }
     }
-    Packed { mr, co, ci, data }
+    Packed {
+        mr,
+        nv,
+        co,
+        ci,
+        data,
+    }
 }
 
 /// Whether output rows w wide laid `pitch` apart run flat: when a row's pitch fills fewer
@@ -79,18 +87,26 @@ fn flat(w: usize, pitch: usize, lanes: usize) -> bool {
 }
 
 /// The work items of a layer, (image, rows, channel blocks), enough for `threads` threads
-/// four times over where the layer has them. Whole-row vectors split the rows; flat ones
-/// split the channel blocks first, since a few rows fill only a vector or two.
+/// four times over where the layer has them. Flat rows split the channel blocks first,
+/// since a few rows fill only a vector or two. Whole-row vectors split the rows, in runs of
+/// whole tiles of NV vectors: a run ending mid-tile computes the tile's missing vectors and
+/// drops them (8×8 rows on AVX2, one vector each, split a row per item, computed every tile
+/// half empty and ran no faster on two threads than on one). What is left over splits the
+/// channel blocks.
 pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<[usize; 5]> {
-    let h = l.ho;
+    let (h, lanes) = (l.ho, lanes());
     let blocks = packed.co.div_ceil(packed.mr);
     let want = (4 * threads).div_ceil(job.n);
-    let parts = if flat(l.wo, l.pitch, lanes()) {
-        want.min(blocks)
+    let (rows, parts) = if flat(l.wo, l.pitch, lanes) {
+        let parts = want.min(blocks);
+        (h.div_ceil(want.div_ceil(parts)).max(1), parts)
     } else {
-        1
+        let (per_row, nv) = (l.wo.div_ceil(lanes), packed.nv);
+        let unit = (nv / gcd(nv, per_row)).min(h);
+        let runs = want.min(h.div_ceil(unit));
+        let rows = h.div_ceil(runs).div_ceil(unit) * unit;
+        (rows, want.div_ceil(h.div_ceil(rows)).min(blocks))
     };
-    let rows = h.div_ceil(want.div_ceil(parts)).max(1);
     let per = blocks.div_ceil(parts);
     let mut out = Vec::new();
     for i in 0..job.n {
@@ -101,6 +117,14 @@ pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<
         }
     }
     out
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The lanes of one vector that land in the output: `len` pixels from lane `lane`, to
@@ -175,10 +199,10 @@ impl WithSimd for Rows<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        match self.packed.mr {
-            12 => self.run::<S, 12, 2>(simd),
-            8 => self.run::<S, 8, 3>(simd),
-            6 => self.run::<S, 6, 2>(simd),
+        match (self.packed.mr, self.packed.nv) {
+            (12, 2) => self.run::<S, 12, 2>(simd),
+            (8, 3) => self.run::<S, 8, 3>(simd),
+            (6, 2) => self.run::<S, 6, 2>(simd),
             _ => self.run::<S, 4, 2>(simd),
         }
     }
@@ -188,7 +212,7 @@ impl Rows<'_> {
     #[inline(always)]
     fn run<S: Simd, const MR: usize, const NV: usize>(&self, simd: S) {
         let (job, p) = (self.job, self.packed);
-        assert!(p.mr == MR && p.ci == job.ci && p.co == job.bias.len());
+        assert!(p.mr == MR && p.nv == NV && p.ci == job.ci && p.co == job.bias.len());
         assert!(self.cb1 <= p.co.div_ceil(MR));
         let lanes = S::F32_LANES;
         let l = self.layout;
