@@ -7,6 +7,7 @@
 use super::conv::Out;
 use super::gemm::{matmul, Mat};
 use super::group_norm::{exp, wide};
+use pulp::{Simd, WithSimd};
 use std::cell::RefCell;
 
 /// A view of one operand: image i's [c, hw] starts at `data[i·stride + off]`.
@@ -73,12 +74,10 @@ impl AttnJob<'_> {
             let scale = (c as f32).powf(-0.5);
             matmul(qb, hw, c, s, qt, Mat::rows(k, hw), scale, false, false);
             let mut inv = [0.0f32; BLOCK];
-            wide(|| {
-                for (row, inv) in s.chunks_exact_mut(hw).zip(&mut inv) {
-                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    row.iter_mut().for_each(|x| *x = exp(*x - m));
-                    *inv = 1.0 / row.iter().sum::<f32>();
-                }
+            wide(Softmax {
+                s: &mut *s,
+                hw,
+                inv: &mut inv,
             });
             // o = v · sᵀ: [c][qb], unnormalised.
             let o = &mut o[..c * qb];
@@ -148,6 +147,25 @@ pub fn attention_naive(q: &[f32], k: &[f32], v: &[f32], c: usize, hw: usize, y: 
         for ch in 0..c {
             y[ch * hw + i] =
                 ((0..hw).map(|j| v[ch * hw + j] as f64 * e[j]).sum::<f64>() / z) as f32;
+        }
+    }
+}
+
+/// Each row of `s` (hw wide) to e^(x − max), and 1/Σ of each into `inv`, at the widest SIMD.
+struct Softmax<'a> {
+    s: &'a mut [f32],
+    hw: usize,
+    inv: &'a mut [f32],
+}
+
+impl WithSimd for Softmax<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        for (row, inv) in self.s.chunks_exact_mut(self.hw).zip(self.inv.iter_mut()) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            row.iter_mut().for_each(|x| *x = exp(*x - m));
+            *inv = 1.0 / row.iter().sum::<f32>();
         }
     }
 }

@@ -17,6 +17,7 @@ use super::conv::{out_size, ConvJob};
 use super::conv_direct::lanes;
 use super::group_norm;
 use crate::model::Resample;
+use pulp::{Simd, WithSimd};
 
 /// Whether the direct kernel takes a k×k conv: every 3×3 (any resampling).
 pub fn fits_shape(k: usize) -> bool {
@@ -104,27 +105,47 @@ pub fn fill_image(job: &ConvJob, l: &Layout, i: usize, out: &mut Vec<f32>) {
     }
 }
 
+/// Source row y of channel c of image i (`x`, that channel's plane), normalised where a
+/// norm is folded in, into `line`; inlined into `Region`'s code for each SIMD level.
+#[inline(always)]
+fn read(job: &ConvJob, x: &[f32], i: usize, c: usize, y: usize, line: &mut [f32]) {
+    let w = line.len();
+    let row = &x[y * w..][..w];
+    match job.norm {
+        Some(f) => f.channel(i, c, job.ci, row, line),
+        None => line.copy_from_slice(row),
+    }
+}
+
 /// Channel c of image i into its region, borders included; at the CPU's SIMD width, for a
 /// folded norm's arithmetic.
 fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
-    let (h, w) = (job.h, job.w);
-    group_norm::wide(|| {
+    group_norm::wide(Region { job, l, i, c, dst })
+}
+
+/// `region`'s work, at the widest SIMD (see `group_norm::wide`).
+struct Region<'a> {
+    job: &'a ConvJob<'a>,
+    l: &'a Layout,
+    i: usize,
+    c: usize,
+    dst: &'a mut [f32],
+}
+
+impl WithSimd for Region<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Region { job, l, i, c, dst } = self;
+        let (h, w) = (job.h, job.w);
         let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
-        // Source row y, normalised where a norm is folded in, into `line`.
-        let read = |y: usize, line: &mut [f32]| {
-            let row = &x[y * w..][..w];
-            match job.norm {
-                Some(f) => f.channel(i, c, job.ci, row, line),
-                None => line.copy_from_slice(row),
-            }
-        };
         match job.r {
             Resample::Down => {
                 dst.fill(0.0);
                 let phase = l.cstride / 4;
                 let mut line = vec![0.0; w];
                 for y in 0..h {
-                    read(y, &mut line);
+                    read(job, x, i, c, y, &mut line);
                     let (a, i) = (y % 2, y / 2);
                     for (x, &v) in line.iter().enumerate() {
                         dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
@@ -140,7 +161,7 @@ fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
                     let line = &mut dst[(y + 1) * p..(y + 2) * p];
                     line[0] = 0.0;
                     line[wo + 1] = 0.0;
-                    read(if up { y / 2 } else { y }, &mut line[1..=w]);
+                    read(job, x, i, c, if up { y / 2 } else { y }, &mut line[1..=w]);
                     if up {
                         // Widen in place from the right, so no source is overwritten first.
                         for x in (0..w).rev() {
@@ -152,5 +173,5 @@ fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
                 }
             }
         }
-    })
+    }
 }

@@ -89,7 +89,7 @@ fn norm_stats(buf: &[f32], stride: usize, off: usize, len: usize, n: usize) -> V
     let per = len / group_norm::GROUPS;
     let group = |k: usize| {
         let (i, g) = (k / group_norm::GROUPS, k % group_norm::GROUPS);
-        group_norm::wide(|| group_norm::stats(&buf[i * stride + off + g * per..][..per]))
+        group_norm::wide(group_norm::Stats(&buf[i * stride + off + g * per..][..per]))
     };
     let count = n * group_norm::GROUPS;
     #[cfg(not(target_arch = "wasm32"))]
