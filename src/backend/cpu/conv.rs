@@ -298,8 +298,12 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
         job.norm.is_none(),
         "a fused GroupNorm needs the direct kernel"
     );
-    let nb = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
-    let blocks = cols.div_ceil(nb);
+    // Blocks of equal width (not full ones and a remainder), so that the items balance: at
+    // batch 1 an emoji32 1×1 conv (1,024 columns) was cut 768 + 256 and ran slower on two
+    // threads than on one. The width follows the shape only, never the thread count.
+    let most = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
+    let blocks = cols.div_ceil(most);
+    let nb = cols.div_ceil(blocks).div_ceil(16) * 16;
     // Enough items for every thread twice over, each with at least 16 channels.
     let parts = (2 * threads).div_ceil(blocks).clamp(1, co.div_ceil(16));
     let rows = co.div_ceil(parts);
