@@ -468,8 +468,8 @@ impl Ddim {
         // The CPU fallback's GEMM runs SIMD128 kernels only when built for them.
         let simd = cfg!(target_feature = "simd128") && gemm::get_wasm_simd128();
         Reflect::set(&o, &"simd".into(), &simd.into())?;
-        // The optional module (cargo feature relaxed-simd, built with +relaxed-simd): our
-        // kernels' multiply-adds are then single relaxed_madd instructions.
+        // The optional module (cargo feature relaxed-simd, built with +relaxed-simd): the
+        // direct 3×3 kernel's multiply-adds are then single relaxed_madd instructions.
         let relaxed = cfg!(all(
             feature = "relaxed-simd",
             target_feature = "relaxed-simd"

@@ -44,82 +44,85 @@ fn conv_matches_its_twin() {
             if r == Resample::Down && (h < 2 || w < 2) {
                 continue;
             }
-            seed += 1;
-            let n = 3;
-            let (ho, wo) = out_size(h, w, k, r);
-            // Input channels 2.. of a slot with ci + 2; output channels 3.. of co + 3.
-            let (xs, ys, rs) = ((ci + 2) * h * w, (co + 3) * ho * wo, (co + 1) * ho * wo);
-            let x = randn(99, seed, n * xs);
-            let wt: Vec<f32> = randn(99, seed + 1000, co * ci * k * k)
-                .iter()
-                .map(|v| v / ((ci * k * k) as f32).sqrt())
-                .collect();
-            let b = randn(99, seed + 2000, co);
-            let t = randn(99, seed + 3000, n * (co + 5));
-            let res = randn(99, seed + 4000, n * rs);
-            for with in [false, true] {
-                let mut slow = vec![0.0; n * ys];
-                for i in 0..n {
-                    let ep = Epilogue {
-                        bias: &b,
-                        temb: with.then(|| &t[i * (co + 5)..i * (co + 5) + co]),
-                        residual: with.then(|| &res[i * rs + ho * wo..][..co * ho * wo]),
-                    };
-                    let xi = &x[i * xs + 2 * h * w..][..ci * h * w];
-                    let yi = &mut slow[i * ys + 3 * ho * wo..][..co * ho * wo];
-                    conv2d_naive(xi, ci, h, w, &wt, k, r, &ep, yi);
-                }
-                let job = ConvJob {
-                    n,
-                    x: &x,
-                    x_stride: xs,
-                    x_off: 2 * h * w,
-                    ci,
-                    h,
-                    w,
-                    weight: &wt,
-                    k,
-                    r,
-                    bias: &b,
-                    temb: with.then_some((&t[..], co + 5)),
-                    residual: with.then_some((&res[..], rs, ho * wo)),
-                    y_stride: ys,
-                    y_off: 3 * ho * wo,
-                    packed: None,
-                    norm: None,
-                };
-                let packed = (k == 3).then(|| pack(&wt, co, ci));
-                // The im2col GEMM, and the direct kernel where the shape fits it.
-                let direct = ConvJob {
-                    packed: packed.as_ref(),
-                    ..job
-                };
-                let paths = if packed.is_some() && fits(&direct) {
-                    vec![("direct", &direct), ("im2col", &job)]
-                } else {
-                    vec![("im2col", &job)]
-                };
-                let mut first: Vec<Option<Vec<f32>>> = vec![None; paths.len()];
-                for (threads, (p, (path, job))) in [1, 2, 5]
-                    .into_iter()
-                    .flat_map(|t| paths.iter().enumerate().map(move |p| (t, p)))
-                {
-                    let mut fast = vec![0.0; n * ys];
-                    conv2d_batch(job, &mut fast, threads);
-                    let e = max_rel(&fast, &slow);
-                    let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} epilogue {with}");
-                    assert!(e < 1e-5, "{what}, {path}, {threads} threads: rel err {e}");
-                    // The bits never depend on the thread count (samples are reproducible
-                    // on any machine with the same SIMD width).
-                    let first = first[p].get_or_insert_with(|| fast.clone());
-                    assert!(
-                        *first == fast,
-                        "{what}, {path}: {threads} threads change bits"
-                    );
-                    // Channels outside the view are never written.
+            // One image (the batch-1 splits: rows in whole tiles, then channel blocks) and
+            // three.
+            for n in [1, 3] {
+                seed += 1;
+                let (ho, wo) = out_size(h, w, k, r);
+                // Input channels 2.. of a slot with ci + 2; output channels 3.. of co + 3.
+                let (xs, ys, rs) = ((ci + 2) * h * w, (co + 3) * ho * wo, (co + 1) * ho * wo);
+                let x = randn(99, seed, n * xs);
+                let wt: Vec<f32> = randn(99, seed + 1000, co * ci * k * k)
+                    .iter()
+                    .map(|v| v / ((ci * k * k) as f32).sqrt())
+                    .collect();
+                let b = randn(99, seed + 2000, co);
+                let t = randn(99, seed + 3000, n * (co + 5));
+                let res = randn(99, seed + 4000, n * rs);
+                for with in [false, true] {
+                    let mut slow = vec![0.0; n * ys];
                     for i in 0..n {
-                        let outside = &fast[i * ys..i * ys + 3 * ho * wo];
-                        assert!(outside.iter().all(|&v| v == 0.0), "{what}: wrote outside");
+                        let ep = Epilogue {
+                            bias: &b,
+                            temb: with.then(|| &t[i * (co + 5)..i * (co + 5) + co]),
+                            residual: with.then(|| &res[i * rs + ho * wo..][..co * ho * wo]),
+                        };
+                        let xi = &x[i * xs + 2 * h * w..][..ci * h * w];
+                        let yi = &mut slow[i * ys + 3 * ho * wo..][..co * ho * wo];
+                        conv2d_naive(xi, ci, h, w, &wt, k, r, &ep, yi);
+                    }
+                    let job = ConvJob {
+                        n,
+                        x: &x,
+                        x_stride: xs,
+                        x_off: 2 * h * w,
+                        ci,
+                        h,
+                        w,
+                        weight: &wt,
+                        k,
+                        r,
+                        bias: &b,
+                        temb: with.then_some((&t[..], co + 5)),
+                        residual: with.then_some((&res[..], rs, ho * wo)),
+                        y_stride: ys,
+                        y_off: 3 * ho * wo,
+                        packed: None,
+                        norm: None,
+                    };
+                    let packed = (k == 3).then(|| pack(&wt, co, ci));
+                    // The im2col GEMM, and the direct kernel where the shape fits it.
+                    let direct = ConvJob {
+                        packed: packed.as_ref(),
+                        ..job
+                    };
+                    let paths = if packed.is_some() && fits(&direct) {
+                        vec![("direct", &direct), ("im2col", &job)]
+                    } else {
+                        vec![("im2col", &job)]
+                    };
+                    let mut first: Vec<Option<Vec<f32>>> = vec![None; paths.len()];
+                    for (threads, (p, (path, job))) in [1, 2, 5]
+                        .into_iter()
+                        .flat_map(|t| paths.iter().enumerate().map(move |p| (t, p)))
+                    {
+                        let mut fast = vec![0.0; n * ys];
+                        conv2d_batch(job, &mut fast, threads);
+                        let e = max_rel(&fast, &slow);
+                        let what = format!("conv {ci}->{co} {h}x{w} k{k} {r:?} epilogue {with}");
+                        assert!(e < 1e-5, "{what}, {path}, {threads} threads: rel err {e}");
+                        // The bits never depend on the thread count (samples are reproducible
+                        // on any machine with the same SIMD width).
+                        let first = first[p].get_or_insert_with(|| fast.clone());
+                        assert!(
+                            *first == fast,
+                            "{what}, {path}: {threads} threads change bits"
+                        );
+                        // Channels outside the view are never written.
+                        for i in 0..n {
+                            let outside = &fast[i * ys..i * ys + 3 * ho * wo];
+                            assert!(outside.iter().all(|&v| v == 0.0), "{what}: wrote outside");
+                        }
                     }
                 }
             }

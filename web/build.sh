@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the browser package into pkg/: the wasm module, its ES-module glue, TypeScript types,
-# package.json and a README, ready to import or to publish to npm. Prints the wasm size.
+# Build the browser package into pkg/: two wasm modules (SIMD128, and relaxed SIMD where the
+# browser has it), their one ES-module glue, simd.js to choose between them, TypeScript
+# types, package.json and a README, ready to import or to publish to npm. Prints the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wb=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print}' Cargo.lock)
@@ -25,19 +26,18 @@ if ! cmp -s pkg/ddim_webgpu.js target/relaxed/pkg/ddim_webgpu.js; then
   exit 1
 fi
 cp target/relaxed/pkg/ddim_webgpu_bg.wasm pkg/ddim_webgpu_relaxed_bg.wasm
-cp web/simd.js pkg/simd.js
+cp web/simd.js web/simd.d.ts pkg/
 wasm=pkg/ddim_webgpu_bg.wasm
 relaxed=pkg/ddim_webgpu_relaxed_bg.wasm
 # Debian's binaryen corrupts reference-types modules; only npm's wasm-opt is trusted here.
 opt=${WASM_OPT:-node_modules/.bin/wasm-opt}
 if [ -x "$opt" ]; then
-  for m in "$wasm" "$relaxed"; do
-    extra=()
-    [ "$m" = "$relaxed" ] && extra=(--enable-relaxed-simd)
-    "$opt" -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
-      --enable-sign-ext --enable-mutable-globals --enable-simd "${extra[@]}" "$m" -o "$m.opt"
-    mv "$m.opt" "$m"
-  done
+  flags=(-O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types
+    --enable-sign-ext --enable-mutable-globals --enable-simd)
+  "$opt" "${flags[@]}" "$wasm" -o "$wasm.opt"
+  "$opt" "${flags[@]}" --enable-relaxed-simd "$relaxed" -o "$relaxed.opt"
+  mv "$wasm.opt" "$wasm"
+  mv "$relaxed.opt" "$relaxed"
   echo "optimised with $opt"
 fi
 # The CPU fallback must run SIMD128 (see .cargo/config.toml and gemm's wasm-simd128-enable),
@@ -45,8 +45,11 @@ fi
 # the optional one must fuse: counted when npm's binaryen is there to disassemble them.
 dis=${WASM_DIS:-node_modules/.bin/wasm-dis}
 if [ -x "$dis" ]; then
-  simd=$("$dis" "$wasm" | grep -c 'f32x4\.' || true)
-  loose=$("$dis" "$wasm" | grep -cE '[a-z0-9]+x[0-9]+\.relaxed_' || true)
+  text=$(mktemp)
+  "$dis" "$wasm" > "$text"
+  simd=$(grep -c 'f32x4\.' "$text" || true)
+  loose=$(grep -cE '[a-z0-9]+x[0-9]+\.relaxed_' "$text" || true)
+  rm -f "$text"
   fused=$("$dis" --enable-relaxed-simd "$relaxed" | grep -c 'f32x4\.relaxed_madd' || true)
   echo "SIMD128: $simd f32x4 instructions; relaxed: $loose in the default module, $fused f32x4.relaxed_madd in the optional one"
   [ "$simd" -gt 0 ] || { echo "the wasm module has no SIMD128 instructions" >&2; exit 1; }
@@ -64,7 +67,7 @@ cat > pkg/package.json <<JSON
   "main": "ddim_webgpu.js",
   "module": "ddim_webgpu.js",
   "types": "ddim_webgpu.d.ts",
-  "files": ["ddim_webgpu.js", "ddim_webgpu_bg.wasm", "ddim_webgpu_relaxed_bg.wasm", "simd.js", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm.d.ts", "README.md"],
+  "files": ["ddim_webgpu.js", "ddim_webgpu_bg.wasm", "ddim_webgpu_relaxed_bg.wasm", "simd.js", "simd.d.ts", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm.d.ts", "README.md"],
   "sideEffects": false
 }
 JSON
@@ -88,7 +91,8 @@ ddim.free();
 `sample` options: `steps`, `eta`, `skip` (uniform, quad, leading, trailing, linspace), `seed`,
 `n`, `clip`, `sampler` (ddim, ddpm), `onStep(step, total, previews?)`, `previewEvery`, `signal`
 (an AbortSignal). `interpolate({ seedA, seedB, frames, steps, ... })` decodes a slerp between
-two seeds. `info()` returns `{ adapter, backend, params, resolution, channels }`. Errors are
+two seeds. `info()` returns `{ adapter, backend, params, resolution, channels, gpuBytes, simd,
+relaxedSimd }`. Errors are
 JavaScript `Error`s with a message. WebGPU works on the main thread or in a dedicated worker.
 MD
 for m in "$wasm" "$relaxed"; do

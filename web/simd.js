@@ -29,6 +29,8 @@ export function wasmUrl(choice = "auto") {
     throw new Error(`unknown wasm build "${choice}": use auto, relaxed or simd128`);
   }
   const relaxed = choice === "relaxed" || (choice === "auto" && relaxedSimd());
-  const file = relaxed ? "ddim_webgpu_relaxed_bg.wasm" : "ddim_webgpu_bg.wasm";
-  return new URL(file, import.meta.url);
+  // Literal names: bundlers (webpack 5, Vite) emit an asset only for new URL("literal", ...).
+  return relaxed
+    ? new URL("ddim_webgpu_relaxed_bg.wasm", import.meta.url)
+    : new URL("ddim_webgpu_bg.wasm", import.meta.url);
 }

@@ -4,8 +4,10 @@
 import init, { Ddim } from "../pkg/ddim_webgpu.js";
 import { wasmUrl } from "../pkg/simd.js";
 
-// The page passes its ?simd= choice (auto, relaxed, simd128) on to its workers.
-const ready = init({ module_or_path: wasmUrl(new URLSearchParams(location.search).get("simd") ?? "auto") });
+// The page passes its ?simd= choice (auto, relaxed, simd128) on to its workers. A bad one
+// rejects `ready`, so the first message is answered with that error instead of hanging.
+const ready = Promise.resolve().then(() =>
+  init({ module_or_path: wasmUrl(new URLSearchParams(location.search).get("simd") ?? "auto") }));
 let ddim = null;
 let ctrl = null;
 

@@ -1,12 +1,12 @@
 //! Direct 3×3 convolution (at stride 1 or 2, or over the nearest-×2 upsampled input): no
 //! im2col. The input is copied once into a layout (`conv_layout`) in which each tap
 //! of a run of output pixels is one contiguous slice. The kernel keeps MR output channels ×
-//! NV vectors of pixels (see `mr_for`) in registers and, for every input channel and tap, multiplies MR
-//! broadcast weights into NV loads, so it reads each input run once per MR channels instead
-//! of copying it nine times first. Weights are packed once per layer, [co/MR][ci][k²][MR],
-//! so the broadcasts stream through memory in order. Written once over `pulp`'s portable
-//! SIMD: AVX-512, AVX2 (+FMA), NEON and WebAssembly SIMD128 are chosen at run time (at
-//! build time in wasm).
+//! NV vectors of pixels (see `tile_for`) in registers and, for every input channel and tap,
+//! multiplies MR broadcast weights into NV loads, so it reads each input run once per MR
+//! channels instead of copying it nine times first. Weights are packed once per layer,
+//! [co/MR][ci][k²][MR], so the broadcasts stream through memory in order. Written once over
+//! `pulp`'s portable SIMD: AVX-512, AVX2 (+FMA), NEON and WebAssembly SIMD128 (or relaxed
+//! SIMD, in the optional module) are chosen at run time (at build time in wasm).
 //!
 //! Rows narrower than a vector (the 8×8 and 4×4 layers), or ragged against it, run "flat":
 //! a vector covers consecutive positions of the layout's grid, across row ends, since
@@ -31,15 +31,17 @@ pub fn lanes() -> usize {
     pulp::Arch::new().dispatch(Lanes)
 }
 
-/// Output channels per register tile; the vectors of pixels (NV) follow from it in
-/// `with_simd`. On AVX-512 (32 registers): up to 64 output channels, 8 × 3 vectors, since 8
-/// divides them (12 × 2 left a third of a tile empty at 64, 11% of the FMAs) and each tap
-/// takes 8 broadcasts and 3 loads per 24 FMAs (emoji32, batch 8, one thread: 97–148 ms
-/// against 105–164, alternated); above 64, 12 × 2, since a tile's input rows are read
-/// again from L2 once per MR channels and at 128–256 input channels they no longer fit L1
-/// (CIFAR-10, batch 1, one thread: 122–131 ms against 139–164 for 8 × 3). Narrower ISAs
-/// (16 registers on AVX2 and wasm) take 6 × 2. A layer with at most 4 output channels (the
-/// last conv: 3) takes 4 × 2, not a tile mostly empty.
+/// The register tile: (MR output channels, NV vectors of pixels).
+/// - AVX-512 (32 registers), up to 64 output channels: 8 × 3, since 8 divides them (12 × 2
+///   left a third of a tile empty at 64, 11% of the FMAs) and each tap takes 8 broadcasts and
+///   3 loads per 24 FMAs (emoji32, batch 8, one thread: 97–148 ms against 105–164,
+///   alternated).
+/// - AVX-512 above 64: 12 × 2, since a tile's input rows are read again from L2 once per MR
+///   channels, and at 128–256 input channels they no longer fit L1 (CIFAR-10, batch 1, one
+///   thread: 122–131 ms against 139–164 for 8 × 3).
+/// - Narrower ISAs (16 registers: AVX2, wasm): 6 × 2. 4 × 3 and 3 × 4 ran 1.3× and 1.7×
+///   slower on an AVX2 EPYC (one thread).
+/// - At most 4 output channels (the last conv: 3): 4 × 2, not a tile mostly empty.
 fn tile_for(lanes: usize, co: usize) -> (usize, usize) {
     match (lanes >= 16, co) {
         (_, ..=4) => (4, 2),

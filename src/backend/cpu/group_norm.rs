@@ -50,9 +50,10 @@ pub fn exp(x: f32) -> f32 {
 
 /// Code that must run at the CPU's widest SIMD (AVX-512, AVX2, NEON; SIMD128 in wasm)
 /// rather than at the build's baseline (SSE2 on x86-64) goes in a `WithSimd` struct whose
-/// `with_simd` is inlined, so that each level gets its own copy. A closure would not do:
-/// dispatch calls it from every level's code, so it stays one function, out of line, at
-/// SSE2 (the folded norm's copy took 9% of an emoji32 forward pass on one AVX2 thread).
+/// `with_simd` is inlined, so that each level gets its own copy. Never pass a closure, though
+/// pulp accepts one (it implements `WithSimd` for `FnOnce`): dispatch calls it from every
+/// level's code, so it stays one function, out of line, at SSE2 (the folded norm's copy
+/// took 9% of an emoji32 forward pass on one AVX2 thread that way).
 /// Elementwise results are the same at any width.
 #[inline(always)]
 pub fn wide<Op: WithSimd>(op: Op) -> Op::Output {
@@ -156,6 +157,7 @@ pub fn one_group(
     })
 }
 
+/// `one_group`'s work, at the widest SIMD.
 struct OneGroup<'a> {
     xs: &'a [f32],
     hw: usize,
@@ -170,20 +172,12 @@ impl WithSimd for OneGroup<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
-        let OneGroup {
-            xs,
-            hw,
-            gamma,
-            beta,
-            g,
-            act,
-            ys,
-        } = self;
+        let (xs, hw, g, ys) = (self.xs, self.hw, self.g, self.ys);
         let cg = xs.len() / hw.max(1);
         let (m, inv) = stats(xs);
         for (i, ch) in (g * cg..(g + 1) * cg).enumerate() {
             let (src, dst) = (&xs[i * hw..(i + 1) * hw], &mut ys[i * hw..(i + 1) * hw]);
-            normalise(src, m, inv, gamma[ch], beta[ch], act, dst);
+            normalise(src, m, inv, self.gamma[ch], self.beta[ch], self.act, dst);
         }
     }
 }
