@@ -6,7 +6,7 @@ mod common;
 use common::{max_rel, randn};
 use ddim_webgpu::backend::cpu::attention::{attention_batch, attention_naive};
 use ddim_webgpu::backend::cpu::conv::{conv2d_batch, conv2d_naive, out_size, ConvJob, Epilogue};
-use ddim_webgpu::backend::cpu::conv_direct::pack;
+use ddim_webgpu::backend::cpu::conv_direct::{pack, pack_at, pack_for, Kernel};
 use ddim_webgpu::backend::cpu::conv_layout::fits;
 use ddim_webgpu::backend::cpu::group_norm::{group_norm, group_norm_naive};
 use ddim_webgpu::model::Resample;
@@ -91,13 +91,22 @@ fn conv_matches_its_twin() {
                         norm: None,
                     };
                     let packed = (k == 3).then(|| pack(&wt, co, ci));
-                    // The im2col GEMM, and the direct kernel where the shape fits it.
+                    let chan = (k == 3).then(|| pack_for(&wt, co, ci, Kernel::Channels));
+                    // The im2col GEMM, and both direct kernels where the shape fits them.
                     let direct = ConvJob {
                         packed: packed.as_ref(),
                         ..job
                     };
+                    let channels = ConvJob {
+                        packed: chan.as_ref(),
+                        ..job
+                    };
                     let paths = if packed.is_some() && fits(&direct) {
-                        vec![("direct", &direct), ("im2col", &job)]
+                        vec![
+                            ("direct", &direct),
+                            ("channels", &channels),
+                            ("im2col", &job),
+                        ]
                     } else {
                         vec![("im2col", &job)]
                     };
@@ -123,6 +132,15 @@ fn conv_matches_its_twin() {
                             let outside = &fast[i * ys..i * ys + 3 * ho * wo];
                             assert!(outside.iter().all(|&v| v == 0.0), "{what}: wrote outside");
                         }
+                    }
+                    // The two direct kernels add in the same order: choosing one by shape
+                    // never changes a sample.
+                    if paths.len() == 3 {
+                        assert!(
+                            first[0] == first[1],
+                            "conv {ci}->{co} {h}x{w} {r:?} epilogue {with}: the channel \
+                             kernel's bits differ from the pixel kernel's"
+                        );
                     }
                 }
             }
@@ -397,7 +415,7 @@ fn direct_per_image_path_matches_one_thread() {
     }
 }
 
-/// The direct kernel compiled for AVX2 (8 lanes), as a CPU without AVX-512 runs it, against
+/// Both direct kernels compiled for AVX2 (8 lanes), as a CPU without AVX-512 runs them, against
 /// the twin: this machine's dispatch would pick AVX-512, so the test picks AVX2 itself.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -424,58 +442,63 @@ fn direct_kernel_on_avx2_matches_its_twin() {
         let x = randn(95, s, n * xs);
         let wt = randn(95, s + 1, co * ci * 9);
         let b = randn(95, s + 2, co);
-        let packed = pack(&wt, co, ci);
-        let job = ConvJob {
-            n,
-            x: &x,
-            x_stride: xs,
-            x_off: 0,
-            ci,
-            h,
-            w,
-            weight: &wt,
-            k: 3,
-            r,
-            bias: &b,
-            temb: None,
-            residual: None,
-            y_stride: ys,
-            y_off: 0,
-            packed: Some(&packed),
-            norm: None,
-        };
-        let l = layout(&job);
-        let mut src = Vec::new();
-        fill(&job, &l, &mut src);
-        let mut y = vec![0.0; n * ys];
-        for [img, oy0, oy1, cb0, cb1] in items(&job, &l, &packed, 1) {
-            let rows = Rows {
-                job: &job,
-                layout: &l,
-                packed: &packed,
-                src: &src,
-                img,
-                src_img: img,
-                oy0,
-                oy1,
-                cb0,
-                cb1,
-                y: y.as_mut_ptr(),
-                y_len: y.len(),
-            };
-            v3.vectorize(|| rows.with_simd(v3));
-        }
-        let mut slow = vec![0.0; n * ys];
-        for i in 0..n {
-            let ep = Epilogue {
+        for kernel in [Kernel::Pixels, Kernel::Channels] {
+            let packed = pack_at(&wt, co, ci, kernel, 8);
+            let job = ConvJob {
+                n,
+                x: &x,
+                x_stride: xs,
+                x_off: 0,
+                ci,
+                h,
+                w,
+                weight: &wt,
+                k: 3,
+                r,
                 bias: &b,
                 temb: None,
                 residual: None,
+                y_stride: ys,
+                y_off: 0,
+                packed: Some(&packed),
+                norm: None,
             };
-            let yi = &mut slow[i * ys..][..ys];
-            conv2d_naive(&x[i * xs..][..xs], ci, h, w, &wt, 3, r, &ep, yi);
+            let l = layout(&job);
+            let mut src = Vec::new();
+            fill(&job, &l, &mut src);
+            let mut y = vec![0.0; n * ys];
+            for [img, oy0, oy1, cb0, cb1] in items(&job, &l, &packed, 1) {
+                let rows = Rows {
+                    job: &job,
+                    layout: &l,
+                    packed: &packed,
+                    src: &src,
+                    img,
+                    src_img: img,
+                    oy0,
+                    oy1,
+                    cb0,
+                    cb1,
+                    y: y.as_mut_ptr(),
+                    y_len: y.len(),
+                };
+                v3.vectorize(|| rows.with_simd(v3));
+            }
+            let mut slow = vec![0.0; n * ys];
+            for i in 0..n {
+                let ep = Epilogue {
+                    bias: &b,
+                    temb: None,
+                    residual: None,
+                };
+                let yi = &mut slow[i * ys..][..ys];
+                conv2d_naive(&x[i * xs..][..xs], ci, h, w, &wt, 3, r, &ep, yi);
+            }
+            let e = max_rel(&y, &slow);
+            assert!(
+                e < 1e-5,
+                "AVX2 {kernel:?} {ci}->{co} {h}x{w} {r:?}: rel err {e}"
+            );
         }
-        let e = max_rel(&y, &slow);
-        assert!(e < 1e-5, "AVX2 {ci}->{co} {h}x{w} {r:?}: rel err {e}");
     }
 }

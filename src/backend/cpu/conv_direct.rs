@@ -12,7 +12,8 @@
 //! a vector covers consecutive positions of the layout's grid, across row ends, since
 //! output (y, x) reads each tap at the same offset from its own position. The padding
 //! columns of each row are computed and dropped: 80% of the lanes do useful work at 8×8
-//! instead of 50%.
+//! instead of 50%. Where even that wastes lanes (8×8 and 4×4 on AVX-512, 4×4 on AVX2),
+//! `choose` hands the layer to `conv_chan`, which puts output channels in the lanes.
 
 use super::conv::ConvJob;
 use super::conv_layout::Layout;
@@ -51,18 +52,51 @@ fn tile_for(lanes: usize, co: usize) -> (usize, usize) {
     }
 }
 
-/// A 3×3 weight [co][ci][3][3] in the kernel's order, channels padded to a multiple of MR.
-pub struct Packed {
-    mr: usize,
-    /// Vectors of pixels per register tile.
-    nv: usize,
-    co: usize,
-    ci: usize,
-    data: Vec<f32>,
+/// Which axis a kernel's vectors run along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Vectors of output pixels times broadcast weights (this file).
+    Pixels,
+    /// Vectors of output channels times broadcast input pixels (`conv_chan`).
+    Channels,
 }
 
+/// A 3×3 weight [co][ci][3][3] in a kernel's order: blocks of MR output channels,
+/// [co/MR][ci][k²][MR], channels padded to a multiple of MR.
+pub struct Packed {
+    pub kernel: Kernel,
+    /// Output channels per block.
+    pub(super) mr: usize,
+    /// Vectors per register tile: of pixels (Pixels) or of channels (Channels).
+    pub(super) nv: usize,
+    /// Pixels per register tile (Channels only).
+    pub(super) mp: usize,
+    pub(super) co: usize,
+    pub(super) ci: usize,
+    pub(super) data: Vec<f32>,
+}
+
+/// The pixel kernel's packing (every test and shape can run it).
 pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
-    let (mr, nv) = tile_for(lanes(), co);
+    pack_for(weight, co, ci, Kernel::Pixels)
+}
+
+pub fn pack_for(weight: &[f32], co: usize, ci: usize, kernel: Kernel) -> Packed {
+    pack_at(weight, co, ci, kernel, lanes())
+}
+
+/// Packed for a CPU with `lanes` lanes (the tests run the AVX2 kernels on AVX-512).
+pub fn pack_at(weight: &[f32], co: usize, ci: usize, kernel: Kernel, lanes: usize) -> Packed {
+    let (mr, nv, mp) = match kernel {
+        Kernel::Pixels => {
+            let (mr, nv) = tile_for(lanes, co);
+            (mr, nv, 0)
+        }
+        Kernel::Channels => {
+            let (nv, mp) = super::conv_chan::tile(lanes);
+            (nv * lanes, nv, mp)
+        }
+    };
     let blocks = co.div_ceil(mr);
     let mut data = vec![0.0; blocks * ci * 9 * mr];
     for o in 0..co {
@@ -74,11 +108,32 @@ pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
         }
     }
     Packed {
+        kernel,
         mr,
         nv,
+        mp,
         co,
         ci,
         data,
+    }
+}
+
+/// The kernel for co output channels on a grid ho × wo with rows `pitch` apart: the one
+/// whose register tiles waste fewer lanes, the pixel kernel unless the channel kernel's
+/// share of useful lanes is at least 1.2× its own (its stores scatter, one lane at a time).
+/// Both add in the same order, so the choice never changes a bit.
+pub fn choose(co: usize, ho: usize, wo: usize, pitch: usize) -> Kernel {
+    let lanes = lanes();
+    let useful = |n: usize, tile: usize| n as f64 / (n.div_ceil(tile) * tile) as f64;
+    let (mr, nv) = tile_for(lanes, co);
+    let vecs = vectors(wo, pitch, 0, ho, lanes).0.len();
+    let pixels = useful(co, mr) * (ho * wo) as f64 / (vecs.div_ceil(nv) * nv * lanes) as f64;
+    let (cnv, mp) = super::conv_chan::tile(lanes);
+    let channels = useful(co, cnv * lanes) * useful(ho * wo, mp);
+    if channels >= 1.2 * pixels {
+        Kernel::Channels
+    } else {
+        Kernel::Pixels
     }
 }
 
@@ -99,7 +154,8 @@ pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<
     let (h, lanes) = (l.ho, lanes());
     let blocks = packed.co.div_ceil(packed.mr);
     let want = (4 * threads).div_ceil(job.n);
-    let (rows, parts) = if flat(l.wo, l.pitch, lanes) {
+    // The channel kernel's pixels run across rows, as flat rows do.
+    let (rows, parts) = if packed.kernel == Kernel::Channels || flat(l.wo, l.pitch, lanes) {
         let parts = want.min(blocks);
         (h.div_ceil(want.div_ceil(parts)).max(1), parts)
     } else {
@@ -201,6 +257,9 @@ impl WithSimd for Rows<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        if self.packed.kernel == Kernel::Channels {
+            return self.channels(simd);
+        }
         match (self.packed.mr, self.packed.nv) {
             (12, 2) => self.run::<S, 12, 2>(simd),
             (8, 3) => self.run::<S, 8, 3>(simd),
@@ -214,7 +273,8 @@ impl Rows<'_> {
     #[inline(always)]
     fn run<S: Simd, const MR: usize, const NV: usize>(&self, simd: S) {
         let (job, p) = (self.job, self.packed);
-        assert!(p.mr == MR && p.nv == NV && p.ci == job.ci && p.co == job.bias.len());
+        assert!(p.kernel == Kernel::Pixels && p.mr == MR && p.nv == NV);
+        assert!(p.ci == job.ci && p.co == job.bias.len());
         assert!(self.cb1 <= p.co.div_ceil(MR));
         let lanes = S::F32_LANES;
         let l = self.layout;

@@ -1,4 +1,4 @@
-//! The input layouts the direct convolution kernel (`conv_direct`) reads. Each is a copy of
+//! The input layouts the direct convolution kernels (`conv_direct`, `conv_chan`) read. Each is a copy of
 //! the input, made once per layer, in which tap t of output position q (on a grid of rows
 //! `pitch` apart) is the value at q + taps[t] of the channel's region. So every tap of a run
 //! of output pixels is one contiguous load, whatever the mode (1×1 convs go to the GEMM,
@@ -41,11 +41,17 @@ pub struct Layout {
     pub taps: [usize; 9],
 }
 
+/// The output grid of a 3×3 conv over h × w: (ho, wo, pitch).
+pub fn grid(h: usize, w: usize, r: Resample) -> (usize, usize, usize) {
+    let (ho, wo) = out_size(h, w, 3, r);
+    let pitch = if r == Resample::Down { wo + 1 } else { wo + 2 };
+    (ho, wo, pitch)
+}
+
 pub fn layout(job: &ConvJob) -> Layout {
-    let (h, w) = (job.h, job.w);
+    let (ho, wo, pitch) = grid(job.h, job.w, job.r);
     if job.r == Resample::Down {
-        let (ho, wo) = out_size(h, w, 3, Resample::Down);
-        let (pitch, phase) = (wo + 1, (ho + 1) * (wo + 1));
+        let phase = (ho + 1) * pitch;
         let taps = std::array::from_fn(|t| {
             let (ky, kx) = (t / 3, t % 3);
             ((ky % 2) * 2 + kx % 2) * phase + (ky / 2) * pitch + kx / 2
@@ -58,9 +64,6 @@ pub fn layout(job: &ConvJob) -> Layout {
             taps,
         };
     }
-    let s = if job.r == Resample::Up { 2 } else { 1 };
-    let (ho, wo) = (s * h, s * w);
-    let pitch = wo + 2;
     Layout {
         ho,
         wo,

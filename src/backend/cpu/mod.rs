@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv_chan;
 pub mod conv_direct;
 pub mod conv_layout;
 pub mod fuse;
@@ -116,9 +117,15 @@ impl CpuBackend {
         let (buf_of, buf_len) = plan.assign_buffers();
         let mut packed: Vec<Option<conv_direct::Packed>> = weights.iter().map(|_| None).collect();
         for op in &plan.ops {
-            if let Op::Conv { x, y, w, .. } = *op {
+            if let Op::Conv {
+                x, y, w, resample, ..
+            } = *op
+            {
                 if direct(op) && packed[w].is_none() {
-                    packed[w] = Some(conv_direct::pack(&weights[w].data, y.c, x.c));
+                    let (h, wd) = plan.slots[x.slot].hw();
+                    let (ho, wo, pitch) = conv_layout::grid(h, wd, resample);
+                    let kernel = conv_direct::choose(y.c, ho, wo, pitch);
+                    packed[w] = Some(conv_direct::pack_for(&weights[w].data, y.c, x.c, kernel));
                 }
             }
         }
@@ -361,7 +368,14 @@ impl CpuBackend {
             .map(|(op, ms)| LayerTime {
                 family: op.family(),
                 layer: self.plan.layer_name(op),
-                variant: String::new(),
+                variant: match *op {
+                    Op::Conv { w, .. } => match self.packed[w].as_ref().map(|p| p.kernel) {
+                        Some(conv_direct::Kernel::Pixels) => "pixel vectors".into(),
+                        Some(conv_direct::Kernel::Channels) => "channel vectors".into(),
+                        None => "gemm".into(),
+                    },
+                    _ => String::new(),
+                },
                 dispatches: 1,
                 ms,
                 gflop: 2.0 * (self.plan.macs(op) * t.len() as u64) as f64 / 1e9,
