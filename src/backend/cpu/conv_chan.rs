@@ -1,7 +1,7 @@
 //! Direct 3×3 convolution with output channels in the vector lanes: the twin of
 //! `conv_direct`'s pixel kernel for grids too small to fill its vectors (8×8 and 4×4 on
-//! AVX-512, 4×4 on AVX2 and wasm), where a flat run computes padding columns and a tile's
-//! last vectors are empty. It reads the same layout (`conv_layout`), with weights packed in
+//! AVX-512, 4×4 on AVX2; wasm's 4 lanes fill those rows), where a flat run computes padding
+//! columns and a tile's last vectors are empty. It reads the same layout (`conv_layout`), with weights packed in
 //! blocks of NV vectors of channels. A register tile is NV vectors of channels × MP output
 //! pixels, any MP pixels of the rows, so every lane is an output. For each input channel
 //! and tap it loads NV weight vectors and broadcasts MP input values. Each output adds its
@@ -13,7 +13,8 @@ use super::conv_direct::{Kernel, Rows};
 use pulp::Simd;
 
 /// (NV vectors of channels, MP pixels) per register tile: 16 accumulators of AVX-512's 32
-/// registers (MP 8 divides the 8×8 and 4×4 grids), 12 of the 16 elsewhere.
+/// registers (MP 8 divides the 8×8 and 4×4 grids), 12 of the 16 on AVX2 (and NEON or wasm,
+/// should a shape choose it there).
 pub fn tile(lanes: usize) -> (usize, usize) {
     if lanes >= 16 {
         (2, 8)

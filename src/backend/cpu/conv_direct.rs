@@ -76,16 +76,19 @@ pub struct Packed {
     pub(super) data: Vec<f32>,
 }
 
-/// The pixel kernel's packing (every test and shape can run it).
+/// The pixel kernel's packing, which every shape can run (the tests' default; the backend
+/// calls `pack_for` with `choose`'s kernel).
 pub fn pack(weight: &[f32], co: usize, ci: usize) -> Packed {
     pack_for(weight, co, ci, Kernel::Pixels)
 }
 
+/// Packed for `kernel` at the running CPU's SIMD width.
 pub fn pack_for(weight: &[f32], co: usize, ci: usize, kernel: Kernel) -> Packed {
     pack_at(weight, co, ci, kernel, lanes())
 }
 
-/// Packed for a CPU with `lanes` lanes (the tests run the AVX2 kernels on AVX-512).
+/// Packed for a CPU with `lanes` lanes (the tests run the AVX2 kernels on AVX-512). The
+/// channel kernel's blocks are NV vectors wide, so it asserts that it runs at `lanes`.
 pub fn pack_at(weight: &[f32], co: usize, ci: usize, kernel: Kernel, lanes: usize) -> Packed {
     let (mr, nv, mp) = match kernel {
         Kernel::Pixels => {
@@ -144,8 +147,10 @@ fn flat(w: usize, pitch: usize, lanes: usize) -> bool {
 }
 
 /// The work items of a layer, (image, rows, channel blocks), enough for `threads` threads
-/// four times over where the layer has them. Flat rows split the channel blocks first,
-/// since a few rows fill only a vector or two. Whole-row vectors split the rows, in runs of
+/// four times over where the layer has them. Flat rows and the channel kernel split the
+/// channel blocks first, since a few rows fill only a vector or two; the channel kernel's
+/// runs of rows then hold whole tiles of MP pixels where the grid allows (4×4 split a row
+/// per item filled 4 of a tile's 8 pixels). Whole-row vectors split the rows, in runs of
 /// whole tiles of NV vectors: a run ending mid-tile computes the tile's missing vectors and
 /// drops them (8×8 rows on AVX2, one vector each, split a row per item, computed every tile
 /// half empty and ran no faster on two threads than on one). What is left over splits the
@@ -154,10 +159,17 @@ pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<
     let (h, lanes) = (l.ho, lanes());
     let blocks = packed.co.div_ceil(packed.mr);
     let want = (4 * threads).div_ceil(job.n);
-    // The channel kernel's pixels run across rows, as flat rows do.
-    let (rows, parts) = if packed.kernel == Kernel::Channels || flat(l.wo, l.pitch, lanes) {
+    let chan = packed.kernel == Kernel::Channels;
+    let (rows, parts) = if chan || flat(l.wo, l.pitch, lanes) {
         let parts = want.min(blocks);
-        (h.div_ceil(want.div_ceil(parts)).max(1), parts)
+        let tile_rows = if chan {
+            packed.mp / gcd(packed.mp, l.wo)
+        } else {
+            1
+        };
+        let unit = tile_rows.clamp(1, h.max(1));
+        let rows = h.div_ceil(want.div_ceil(parts)).max(1);
+        (rows.div_ceil(unit) * unit, parts)
     } else {
         let (per_row, nv) = (l.wo.div_ceil(lanes), packed.nv);
         let unit = (nv / gcd(nv, per_row)).min(h);
