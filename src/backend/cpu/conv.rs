@@ -302,21 +302,29 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
     // batch 1 an emoji32 1×1 conv (1,024 columns) was cut 768 + 256 and ran slower on two
     // threads than on one. The width follows the shape only, never the thread count.
     let most = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
-    let blocks = cols.div_ceil(most);
-    let nb = cols.div_ceil(blocks).div_ceil(16) * 16;
+    // A 1×1 conv reads its input in place, if a block stays within one image: otherwise the
+    // block is copied first. So its blocks split each image, never cross one.
+    let (span, per) = if job.k == 1 && job.r == Resample::None {
+        (ho * wo, ho * wo)
+    } else {
+        (cols, cols)
+    };
+    let nb = per.div_ceil(per.div_ceil(most)).div_ceil(16) * 16;
+    let spans: Vec<(usize, usize)> = (0..cols)
+        .step_by(span)
+        .flat_map(|s0| {
+            let s1 = (s0 + span).min(cols);
+            (s0..s1).step_by(nb).map(move |c0| (c0, (c0 + nb).min(s1)))
+        })
+        .collect();
+    let blocks = spans.len();
     // Enough items for every thread twice over, each with at least 16 channels.
     let parts = (2 * threads).div_ceil(blocks).clamp(1, co.div_ceil(16));
     let rows = co.div_ceil(parts);
-    let items: Vec<(usize, usize, usize, usize)> = (0..blocks)
-        .flat_map(|b| {
-            (0..co.div_ceil(rows)).map(move |r| {
-                (
-                    r * rows,
-                    ((r + 1) * rows).min(co),
-                    b * nb,
-                    ((b + 1) * nb).min(cols),
-                )
-            })
+    let items: Vec<(usize, usize, usize, usize)> = spans
+        .iter()
+        .flat_map(|&(c0, c1)| {
+            (0..co.div_ceil(rows)).map(move |r| (r * rows, ((r + 1) * rows).min(co), c0, c1))
         })
         .collect();
     let out = Out::new(y);
