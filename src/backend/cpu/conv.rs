@@ -304,12 +304,12 @@ pub fn conv2d_batch(job: &ConvJob, y: &mut [f32], threads: usize) {
     let most = (BLOCK_FLOATS / kk).clamp(16, 4096) / 16 * 16;
     // A 1×1 conv reads its input in place, if a block stays within one image: otherwise the
     // block is copied first. So its blocks split each image, never cross one.
-    let (span, per) = if job.k == 1 && job.r == Resample::None {
-        (ho * wo, ho * wo)
+    let span = if job.k == 1 && job.r == Resample::None {
+        ho * wo
     } else {
-        (cols, cols)
+        cols
     };
-    let nb = per.div_ceil(per.div_ceil(most)).div_ceil(16) * 16;
+    let nb = span.div_ceil(span.div_ceil(most)).div_ceil(16) * 16;
     let spans: Vec<(usize, usize)> = (0..cols)
         .step_by(span)
         .flat_map(|s0| {

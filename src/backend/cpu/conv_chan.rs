@@ -1,13 +1,13 @@
 //! Direct 3×3 convolution with output channels in the vector lanes: the twin of
 //! `conv_direct`'s pixel kernel for grids too small to fill its vectors (8×8 and 4×4 on
 //! AVX-512, 4×4 on AVX2; wasm's 4 lanes fill those rows), where a flat run computes padding
-//! columns and a tile's last vectors are empty. It reads the same layout (`conv_layout`), with weights packed in
-//! blocks of NV vectors of channels. A register tile is NV vectors of channels × MP output
-//! pixels, any MP pixels of the rows, so every lane is an output. For each input channel
-//! and tap it loads NV weight vectors and broadcasts MP input values. Each output adds its
-//! channels and taps in the pixel kernel's order, with the same fused multiply-adds, so the
-//! two kernels agree to the bit and the choice between them (`conv_direct::choose`) never
-//! changes a sample.
+//! columns and a tile's last vectors are empty. It reads the same layout (`conv_layout`),
+//! with weights packed in blocks of NV vectors of channels. A register tile is NV vectors of
+//! channels × MP output pixels, any MP pixels of the rows, so every lane is an output. For
+//! each input channel and tap it loads NV weight vectors and broadcasts MP input values.
+//! Each output adds its channels and taps in the pixel kernel's order, with the same fused
+//! multiply-adds, so the two kernels agree to the bit and the choice between them
+//! (`conv_direct::choose`) never changes a sample.
 
 use super::conv_direct::{Kernel, Rows};
 use pulp::Simd;
@@ -99,8 +99,7 @@ impl Rows<'_> {
     #[inline(always)]
     fn store_one(&self, o: usize, px: usize, plane: usize, sum: f32) {
         let job = self.job;
-        let bias = job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.img * s + o]);
-        let mut v = sum + bias;
+        let mut v = sum + self.bias(o);
         if let Some((r, s, off)) = job.residual {
             v += r[self.img * s + off + o * plane + px];
         }

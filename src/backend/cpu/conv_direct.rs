@@ -334,8 +334,7 @@ impl Rows<'_> {
                     if o >= p.co {
                         break;
                     }
-                    let bias = job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.img * s + o]);
-                    let bias_v = simd.splat_f32s(bias);
+                    let bias_v = simd.splat_f32s(self.bias(o));
                     for (v, (_, range)) in group.iter().enumerate() {
                         let sum = simd.add_f32s(acc_i[v], bias_v);
                         for seg in &segs[range.clone()] {
@@ -345,6 +344,14 @@ impl Rows<'_> {
                 }
             }
         }
+    }
+
+    /// Output channel o's bias plus image `img`'s temb: one expression for both kernels, whose
+    /// bits must agree.
+    #[inline(always)]
+    pub(super) fn bias(&self, o: usize) -> f32 {
+        let job = self.job;
+        job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.img * s + o])
     }
 
     /// One segment of a vector (bias added) to the output, plus the residual.

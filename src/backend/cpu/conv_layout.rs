@@ -1,9 +1,9 @@
 //! The input layouts the direct convolution kernels (`conv_direct`, `conv_chan`) read. Each
 //! is a copy of the input, made once per layer, in which tap t of output position q (on a
 //! grid of rows `pitch` apart) is the value at q + taps[t] of the channel's region. So every
-//! tap of a run of output pixels is one contiguous load, whatever the mode (1×1 convs go to the GEMM,
-//! which reads them in place and measured faster: 120–155 GFLOP/s against 95–120 on
-//! CIFAR-10's, level on emoji32's):
+//! tap of a run of output pixels is one contiguous load, whatever the mode (1×1 convs go to
+//! the GEMM, which reads them in place and measured faster: 120–155 GFLOP/s against 95–120
+//! on CIFAR-10's, level on emoji32's):
 //! - 3×3, pad 1: a zero border, [h+2][w+2];
 //! - 3×3 over the nearest-×2 upsampled input: the same, at twice the size (the upsampled
 //!   map is never stored on its own);
