@@ -151,6 +151,9 @@ pub fn attention_naive(q: &[f32], k: &[f32], v: &[f32], c: usize, hw: usize, y: 
     }
 }
 
+/// Partial maxima and sums the softmax keeps per row.
+const LANES: usize = 16;
+
 /// Each row of `s` (hw wide) to e^(x − max), and 1/Σ of each into `inv`, at the widest SIMD.
 struct Softmax<'a> {
     s: &'a mut [f32],
@@ -163,9 +166,35 @@ impl WithSimd for Softmax<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         for (row, inv) in self.s.chunks_exact_mut(self.hw).zip(self.inv.iter_mut()) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            row.iter_mut().for_each(|x| *x = exp(*x - m));
-            *inv = 1.0 / row.iter().sum::<f32>();
+            // A serial fold waits out the add's latency at every element; LANES independent
+            // partial results vectorize. The lane count is fixed, not the ISA's, so the sum's
+            // order (and every bit) is the same on AVX-512, AVX2, NEON and SIMD128.
+            let mut it = row.chunks_exact(LANES);
+            let mut lanes = [f32::NEG_INFINITY; LANES];
+            for c in &mut it {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l = l.max(v);
+                }
+            }
+            let m = it
+                .remainder()
+                .iter()
+                .chain(&lanes)
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut it = row.chunks_exact_mut(LANES);
+            let mut lanes = [0.0f32; LANES];
+            for c in &mut it {
+                for (l, x) in lanes.iter_mut().zip(c) {
+                    *x = exp(*x - m);
+                    *l += *x;
+                }
+            }
+            let mut total = lanes.iter().sum::<f32>();
+            for x in it.into_remainder() {
+                *x = exp(*x - m);
+                total += *x;
+            }
+            *inv = 1.0 / total;
         }
     }
 }
