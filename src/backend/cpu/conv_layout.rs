@@ -149,9 +149,17 @@ impl WithSimd for Region<'_> {
                 let mut line = vec![0.0; w];
                 for y in 0..h {
                     read(job, x, i, c, y, &mut line);
-                    let (a, i) = (y % 2, y / 2);
-                    for (x, &v) in line.iter().enumerate() {
-                        dst[(a * 2 + x % 2) * phase + i * l.pitch + x / 2] = v;
+                    // Even columns to plane (a, 0), odd to (a, 1): two runs, no index
+                    // arithmetic per value.
+                    let row = (y % 2) * 2 * phase + (y / 2) * l.pitch;
+                    let (even, odd) = dst[row..].split_at_mut(phase);
+                    let pairs = line.chunks_exact(2);
+                    if let [v] = pairs.remainder() {
+                        even[w / 2] = *v;
+                    }
+                    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = p[0];
+                        *o = p[1];
                     }
                 }
             }
@@ -159,18 +167,26 @@ impl WithSimd for Region<'_> {
                 let (p, wo) = (l.pitch, l.wo);
                 dst[..p].fill(0.0);
                 dst[(l.ho + 1) * p..].fill(0.0);
-                let up = r == Resample::Up;
+                let mut src = if r == Resample::Up {
+                    vec![0.0; w]
+                } else {
+                    Vec::new()
+                };
                 for y in 0..l.ho {
-                    let line = &mut dst[(y + 1) * p..(y + 2) * p];
+                    let (done, rest) = dst.split_at_mut((y + 1) * p);
+                    let line = &mut rest[..p];
                     line[0] = 0.0;
                     line[wo + 1] = 0.0;
-                    read(job, x, i, c, if up { y / 2 } else { y }, &mut line[1..=w]);
-                    if up {
-                        // Widen in place from the right, so no source is overwritten first.
-                        for x in (0..w).rev() {
-                            let v = line[1 + x];
-                            line[1 + 2 * x] = v;
-                            line[2 + 2 * x] = v;
+                    if r != Resample::Up {
+                        read(job, x, i, c, y, &mut line[1..=w]);
+                    } else if y % 2 == 1 {
+                        // The row above came from the same source row.
+                        line.copy_from_slice(&done[y * p..]);
+                    } else {
+                        read(job, x, i, c, y / 2, &mut src);
+                        for (d, &v) in line[1..=wo].chunks_exact_mut(2).zip(&src) {
+                            d[0] = v;
+                            d[1] = v;
                         }
                     }
                 }
