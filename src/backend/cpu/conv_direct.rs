@@ -45,7 +45,8 @@ pub fn lanes() -> usize {
 /// - At most 4 output channels (the last conv: 3): 4 × 2, not a tile mostly empty.
 fn tile_for(lanes: usize, co: usize) -> (usize, usize) {
     match (lanes >= 16, co) {
-        (_, ..=4) => (4, 2),
+        (true, ..=4) => (4, 6),
+        (false, ..=4) => (4, 2),
         (true, ..=64) => (8, 3),
         (true, _) => (12, 2),
         (false, _) => (6, 2),
@@ -276,6 +277,7 @@ impl WithSimd for Rows<'_> {
             (12, 2) => self.run::<S, 12, 2>(simd),
             (8, 3) => self.run::<S, 8, 3>(simd),
             (6, 2) => self.run::<S, 6, 2>(simd),
+            (4, 6) => self.run::<S, 4, 6>(simd),
             _ => self.run::<S, 4, 2>(simd),
         }
     }

@@ -18,6 +18,7 @@ use super::conv_direct::lanes;
 use super::group_norm;
 use crate::model::Resample;
 use pulp::{Simd, WithSimd};
+use std::cell::RefCell;
 
 /// Whether the direct kernel takes a k×k conv: every 3×3 (any resampling).
 pub fn fits_shape(k: usize) -> bool {
@@ -108,16 +109,10 @@ pub fn fill_image(job: &ConvJob, l: &Layout, i: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// Source row y of channel c of image i (`x`, that channel's plane), normalised where a
-/// norm is folded in, into `line`; inlined into `Region`'s code for each SIMD level.
-#[inline(always)]
-fn read(job: &ConvJob, x: &[f32], i: usize, c: usize, y: usize, line: &mut [f32]) {
-    let w = line.len();
-    let row = &x[y * w..][..w];
-    match job.norm {
-        Some(f) => f.channel(i, c, job.ci, row, line),
-        None => line.copy_from_slice(row),
-    }
+thread_local! {
+    /// A channel's plane, normalised, before its rows are placed: one pass over the plane,
+    /// not one per row (a row of 4–32 values spent as long setting up as computing).
+    static PLANE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Channel c of image i into its region, borders included; at the CPU's SIMD width, for a
@@ -138,59 +133,95 @@ struct Region<'a> {
 impl WithSimd for Region<'_> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let Region { job, l, i, c, dst } = self;
         let (h, w) = (job.h, job.w);
         let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
-        match job.r {
-            Resample::Down => {
-                dst.fill(0.0);
-                let phase = l.cstride / 4;
-                let mut line = vec![0.0; w];
-                for y in 0..h {
-                    read(job, x, i, c, y, &mut line);
-                    // Even columns to plane (a, 0), odd to (a, 1): two runs, no index
-                    // arithmetic per value.
-                    let row = (y % 2) * 2 * phase + (y / 2) * l.pitch;
-                    let (even, odd) = dst[row..].split_at_mut(phase);
-                    let pairs = line.chunks_exact(2);
-                    if let [v] = pairs.remainder() {
-                        even[w / 2] = *v;
-                    }
-                    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = p[0];
-                        *o = p[1];
-                    }
+        let Some(f) = job.norm else {
+            return place(simd, job.r, l, w, x, dst);
+        };
+        PLANE.with(|cell| {
+            let mut own = Vec::new();
+            let mut held = cell.try_borrow_mut();
+            let buf = match held.as_deref_mut() {
+                Ok(buf) => buf,
+                Err(_) => &mut own,
+            };
+            if buf.len() < h * w {
+                buf.resize(h * w, 0.0);
+            }
+            let plane = &mut buf[..h * w];
+            f.channel(i, c, job.ci, x, plane);
+            place(simd, job.r, l, w, plane, dst);
+        })
+    }
+}
+
+/// A plane w wide (`x`) into its region of the layout, borders included.
+#[inline(always)]
+fn place<S: Simd>(simd: S, r: Resample, l: &Layout, w: usize, x: &[f32], dst: &mut [f32]) {
+    let h = x.len() / w.max(1);
+    match r {
+        Resample::Down => {
+            dst.fill(0.0);
+            let phase = l.cstride / 4;
+            for (y, line) in x.chunks_exact(w).enumerate().take(h) {
+                // Even columns to plane (a, 0), odd to (a, 1): two runs, no index
+                // arithmetic per value.
+                let row = (y % 2) * 2 * phase + (y / 2) * l.pitch;
+                let (even, odd) = dst[row..].split_at_mut(phase);
+                let pairs = line.chunks_exact(2);
+                if let [v] = pairs.remainder() {
+                    even[w / 2] = *v;
+                }
+                for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                    *e = p[0];
+                    *o = p[1];
                 }
             }
-            r => {
-                let (p, wo) = (l.pitch, l.wo);
-                dst[..p].fill(0.0);
-                dst[(l.ho + 1) * p..].fill(0.0);
-                let mut src = if r == Resample::Up {
-                    vec![0.0; w]
+        }
+        r => {
+            let (p, wo) = (l.pitch, l.wo);
+            dst[..p].fill(0.0);
+            dst[(l.ho + 1) * p..].fill(0.0);
+            for y in 0..l.ho {
+                let (done, rest) = dst.split_at_mut((y + 1) * p);
+                let line = &mut rest[..p];
+                line[0] = 0.0;
+                line[wo + 1] = 0.0;
+                if r != Resample::Up {
+                    copy(simd, &x[y * w..][..w], &mut line[1..=w]);
+                } else if y % 2 == 1 {
+                    // The row above came from the same source row.
+                    copy(simd, &done[y * p..], line);
                 } else {
-                    Vec::new()
-                };
-                for y in 0..l.ho {
-                    let (done, rest) = dst.split_at_mut((y + 1) * p);
-                    let line = &mut rest[..p];
-                    line[0] = 0.0;
-                    line[wo + 1] = 0.0;
-                    if r != Resample::Up {
-                        read(job, x, i, c, y, &mut line[1..=w]);
-                    } else if y % 2 == 1 {
-                        // The row above came from the same source row.
-                        line.copy_from_slice(&done[y * p..]);
-                    } else {
-                        read(job, x, i, c, y / 2, &mut src);
-                        for (d, &v) in line[1..=wo].chunks_exact_mut(2).zip(&src) {
-                            d[0] = v;
-                            d[1] = v;
-                        }
+                    let src = &x[y / 2 * w..][..w];
+                    for (d, &v) in line[1..=wo].chunks_exact_mut(2).zip(src) {
+                        d[0] = v;
+                        d[1] = v;
                     }
                 }
             }
         }
+    }
+}
+
+/// dst = src, in vectors: a short row through `copy_from_slice` was a call to memcpy.
+#[inline(always)]
+fn copy<S: Simd>(simd: S, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    let lanes = S::F32_LANES;
+    let mut k = 0;
+    while k + lanes <= n {
+        // SAFETY: both slices hold lanes values from k.
+        unsafe {
+            let v = (src.as_ptr().add(k) as *const S::f32s).read_unaligned();
+            (dst.as_mut_ptr().add(k) as *mut S::f32s).write_unaligned(v);
+        }
+        k += lanes;
+    }
+    if k < n {
+        simd.partial_store_f32s(&mut dst[k..], simd.partial_load_f32s(&src[k..]));
     }
 }
