@@ -35,6 +35,11 @@ pub struct Args {
     iters: usize,
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Rounds: each times every backend and then the baselines at every batch size, so that
+    /// on a shared, noisy machine ours and theirs are measured in the same windows; the
+    /// ratios are printed per round, with their median.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Also time a whole sample of this many DDIM steps.
     #[arg(long)]
     sample_steps: Option<usize>,
@@ -71,6 +76,7 @@ pub struct Args {
 }
 
 struct Row {
+    round: usize,
     backend: String,
     batch: usize,
     forward_ms: f64,
@@ -197,8 +203,10 @@ fn baseline(a: &Args, py: &str, script: &str, threads: &str, n: usize) -> Result
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.batch.contains(&0) || a.iters == 0 {
-        return Err(Error::invalid("batch", "--batch and --iters must be at least 1").into());
+    if a.batch.contains(&0) || a.iters == 0 || a.rounds == 0 {
+        return Err(
+            Error::invalid("batch", "--batch, --iters and --rounds must be at least 1").into(),
+        );
     }
     let text = std::fs::read_to_string(&a.config).map_err(|e| Error::io(&a.config, e))?;
     let cfg = parse_config(&text, &a.config.display().to_string(), None)?;
@@ -222,88 +230,137 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let mut rows = Vec::new();
+    let mut backends = Vec::new();
     for (name, precision) in runs {
-        let mut be: Box<dyn Backend> = match name {
+        let be: Box<dyn Backend> = match name {
             "cpu" => Box::new(CpuBackend::new(&model)),
             _ => Box::new(gpu_backend(&model, &a, precision)?),
         };
         let label = format!("{name}: {}", be.describe());
-        for &n in &a.batch {
-            let mut sample_s = None;
-            // A batch the device cannot hold at once is timed as the chunks sampling would run.
-            let mb = be.max_batch();
-            let forward_ms =
-                time_forward(be.as_mut(), &model, n.min(mb), &a)? * n.div_ceil(mb) as f64;
-            if let Some(s) = a.sample_steps {
-                sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
-                if name == "gpu" {
-                    host_cost(&model, n.min(mb), s, &a, precision)?;
-                }
-            }
-            rows.push(Row {
-                backend: label.clone(),
-                batch: n,
-                forward_ms,
-                sample_s,
-            });
-            report(&a, rows.last().unwrap(), gflop_per_image);
+        backends.push((name, precision, be, label));
+    }
+    let mut rows = Vec::new();
+    for round in 1..=a.rounds {
+        if a.rounds > 1 && !a.json {
+            println!("round {round} of {}", a.rounds);
         }
-        if a.profile {
+        for (name, precision, be, label) in &mut backends {
+            for &n in &a.batch {
+                let mut sample_s = None;
+                // A batch the device cannot hold at once is timed as the chunks sampling
+                // would run.
+                let mb = be.max_batch();
+                let forward_ms =
+                    time_forward(be.as_mut(), &model, n.min(mb), &a)? * n.div_ceil(mb) as f64;
+                if let Some(s) = a.sample_steps {
+                    sample_s = Some(time_sample(be.as_mut(), &model, n, s)?);
+                    if *name == "gpu" && round == 1 {
+                        host_cost(&model, n.min(mb), s, &a, *precision)?;
+                    }
+                }
+                rows.push(Row {
+                    round,
+                    backend: label.clone(),
+                    batch: n,
+                    forward_ms,
+                    sample_s,
+                });
+                report(&a, rows.last().unwrap(), gflop_per_image);
+            }
+        }
+        if let Some(py) = &a.onnxruntime {
+            for &n in &a.batch {
+                let ms = baseline(&a, py, "bench_ort.py", "1,2,0", n)?;
+                rows.push(Row {
+                    round,
+                    backend: "onnxruntime: CPU, best of 1, 2 and default threads".into(),
+                    batch: n,
+                    forward_ms: ms,
+                    sample_s: None,
+                });
+                report(&a, rows.last().unwrap(), gflop_per_image);
+            }
+        }
+        if let Some(py) = &a.torch {
+            for &n in &a.batch {
+                let threads = a.torch_threads.to_string();
+                let ms = baseline(&a, py, "bench_torch.py", &threads, n)?;
+                let label = format!(
+                    "torch: PyTorch CPU eager fp32, {} thread(s)",
+                    a.torch_threads
+                );
+                rows.push(Row {
+                    round,
+                    backend: label,
+                    batch: n,
+                    forward_ms: ms,
+                    sample_s: None,
+                });
+                report(&a, rows.last().unwrap(), gflop_per_image);
+            }
+        }
+    }
+    if a.profile {
+        // The profile builds its own backend: free the timed ones (GPU memory) first.
+        let kinds: Vec<_> = backends.into_iter().map(|(n, p, _, _)| (n, p)).collect();
+        for (name, precision) in kinds {
             profile(&model, &a, name, precision)?;
         }
     }
-    if let Some(py) = &a.onnxruntime {
-        for &n in &a.batch {
-            let ms = baseline(&a, py, "bench_ort.py", "1,2,0", n)?;
-            rows.push(Row {
-                backend: "onnxruntime: CPU, best of 1, 2 and default threads".into(),
-                batch: n,
-                forward_ms: ms,
-                sample_s: None,
-            });
-            report(&a, rows.last().unwrap(), gflop_per_image);
-        }
-    }
-    if let Some(py) = &a.torch {
-        for &n in &a.batch {
-            let threads = a.torch_threads.to_string();
-            let ms = baseline(&a, py, "bench_torch.py", &threads, n)?;
-            let label = format!(
-                "torch: PyTorch CPU eager fp32, {} thread(s)",
-                a.torch_threads
-            );
-            rows.push(Row {
-                backend: label,
-                batch: n,
-                forward_ms: ms,
-                sample_s: None,
-            });
-            report(&a, rows.last().unwrap(), gflop_per_image);
-        }
-    }
     if !a.json {
-        for (base, name) in [("torch", "PyTorch CPU"), ("onnxruntime", "onnxruntime")] {
-            let ours = rows
+        print_ratios(&rows);
+    }
+    Ok(())
+}
+
+/// Each of our rows against the baseline's row of the same batch and round; with several
+/// rounds, every round's ratio and their median.
+fn print_ratios(rows: &[Row]) {
+    let is_base = |r: &Row| r.backend.starts_with("torch") || r.backend.starts_with("onnx");
+    for (base, name) in [("torch", "PyTorch CPU"), ("onnxruntime", "onnxruntime")] {
+        let mut keys: Vec<(&str, usize)> = Vec::new();
+        for r in rows.iter().filter(|r| !is_base(r)) {
+            if !keys.contains(&(r.backend.as_str(), r.batch)) {
+                keys.push((r.backend.as_str(), r.batch));
+            }
+        }
+        let mut lines = Vec::new();
+        for (backend, batch) in keys {
+            let mut q: Vec<f64> = rows
                 .iter()
-                .filter(|r| !r.backend.starts_with("torch") && !r.backend.starts_with("onnx"));
-            let pairs: Vec<_> = ours
+                .filter(|r| r.backend == backend && r.batch == batch)
                 .filter_map(|r| {
-                    let t = rows
-                        .iter()
-                        .find(|t| t.backend.starts_with(base) && t.batch == r.batch)?;
-                    Some((r, r.forward_ms / t.forward_ms))
+                    let t = rows.iter().find(|t| {
+                        t.backend.starts_with(base) && t.batch == batch && t.round == r.round
+                    })?;
+                    Some(r.forward_ms / t.forward_ms)
                 })
                 .collect();
-            if !pairs.is_empty() {
-                println!("\nratios (forward time / {name}, same batch):");
-                for (r, q) in pairs {
-                    println!("  {:<50} batch {:>3}: {q:.2}", r.backend, r.batch);
-                }
+            if q.is_empty() {
+                continue;
+            }
+            let each: Vec<String> = q.iter().map(|v| format!("{v:.2}")).collect();
+            let text = if q.len() == 1 {
+                each[0].clone()
+            } else {
+                q.sort_by(f64::total_cmp);
+                let mid = q.len() / 2;
+                let median = if q.len() % 2 == 1 {
+                    q[mid]
+                } else {
+                    (q[mid - 1] + q[mid]) / 2.0
+                };
+                format!("{} (median {median:.2})", each.join(", "))
+            };
+            lines.push(format!("  {backend:<50} batch {batch:>3}: {text}"));
+        }
+        if !lines.is_empty() {
+            println!("\nratios (forward time / {name}, same batch):");
+            for l in lines {
+                println!("{l}");
             }
         }
     }
-    Ok(())
 }
 
 fn report(a: &Args, r: &Row, gflop_per_image: f64) {
@@ -311,7 +368,7 @@ fn report(a: &Args, r: &Row, gflop_per_image: f64) {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"config": a.config, "backend": r.backend, "batch": r.batch,
+            serde_json::json!({"config": a.config, "round": r.round, "backend": r.backend, "batch": r.batch,
                 "forward_ms": r.forward_ms, "gflops": rate, "sample_s": r.sample_s, "sample_steps": a.sample_steps})
         );
         return;
