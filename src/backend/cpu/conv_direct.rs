@@ -33,10 +33,12 @@ pub fn lanes() -> usize {
 }
 
 /// The register tile: (MR output channels, NV vectors of pixels).
-/// - AVX-512 (32 registers), up to 64 output channels: 8 × 3, since 8 divides them (12 × 2
-///   left a third of a tile empty at 64, 11% of the FMAs) and each tap takes 8 broadcasts and
-///   3 loads per 24 FMAs (emoji32, batch 8, one thread: 97–148 ms against 105–164,
-///   alternated).
+/// - AVX-512 (32 registers), up to 64 output channels: 6 × 4. Each tap takes 6 broadcasts
+///   and 4 loads per 24 FMAs (8 × 3 took 8 and 3), and 4 vectors divide the rows of the
+///   16×16 and 32×32 grids (one and two vectors a row), where 3 left a sixth of the 16×16
+///   tiles' vectors empty; 64 channels fill 97% of 11 blocks of 6. Emoji32, batch 8, one
+///   thread, all 3×3 convs: 69.6–70.3 ms against 71.8–72.8 for 8 × 3; a 16×16 layer 1.58
+///   against 1.70 (three alternated rounds).
 /// - AVX-512 above 64: 12 × 2, since a tile's input rows are read again from L2 once per MR
 ///   channels, and at 128–256 input channels they no longer fit L1 (CIFAR-10, batch 1, one
 ///   thread: 122–131 ms against 139–164 for 8 × 3).
@@ -45,9 +47,8 @@ pub fn lanes() -> usize {
 /// - At most 4 output channels (the last conv: 3): 4 × 2, not a tile mostly empty.
 fn tile_for(lanes: usize, co: usize) -> (usize, usize) {
     match (lanes >= 16, co) {
-        (true, ..=4) => (4, 6),
-        (false, ..=4) => (4, 2),
-        (true, ..=64) => (8, 3),
+        (_, ..=4) => (4, 2),
+        (true, ..=64) => (6, 4),
         (true, _) => (12, 2),
         (false, _) => (6, 2),
     }
@@ -275,9 +276,8 @@ impl WithSimd for Rows<'_> {
         }
         match (self.packed.mr, self.packed.nv) {
             (12, 2) => self.run::<S, 12, 2>(simd),
-            (8, 3) => self.run::<S, 8, 3>(simd),
+            (6, 4) => self.run::<S, 6, 4>(simd),
             (6, 2) => self.run::<S, 6, 2>(simd),
-            (4, 6) => self.run::<S, 4, 6>(simd),
             _ => self.run::<S, 4, 2>(simd),
         }
     }
