@@ -118,7 +118,38 @@ thread_local! {
 /// Channel c of image i into its region, borders included; at the CPU's SIMD width, for a
 /// folded norm's arithmetic.
 fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
-    group_norm::wide(Region { job, l, i, c, dst })
+    if job.norm.is_none() {
+        return group_norm::wide(Region {
+            job,
+            l,
+            i,
+            c,
+            dst,
+            plane: &mut [],
+        });
+    }
+    // The scratch is borrowed here, outside `wide`: code inside `with`'s closure would
+    // not be compiled for the SIMD level that `wide` enables.
+    PLANE.with(|cell| {
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let buf = match held.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        let len = job.h * job.w;
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        group_norm::wide(Region {
+            job,
+            l,
+            i,
+            c,
+            dst,
+            plane: &mut buf[..len],
+        })
+    })
 }
 
 /// `region`'s work, at the widest SIMD (see `group_norm::wide`).
@@ -128,32 +159,31 @@ struct Region<'a> {
     i: usize,
     c: usize,
     dst: &'a mut [f32],
+    /// Room for the channel's plane, normalised (where a norm is folded in).
+    plane: &'a mut [f32],
 }
 
 impl WithSimd for Region<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Region { job, l, i, c, dst } = self;
+        let Region {
+            job,
+            l,
+            i,
+            c,
+            dst,
+            plane,
+        } = self;
         let (h, w) = (job.h, job.w);
         let x = &job.x[i * job.x_stride + job.x_off + c * h * w..][..h * w];
-        let Some(f) = job.norm else {
-            return place(simd, job.r, l, w, x, dst);
-        };
-        PLANE.with(|cell| {
-            let mut own = Vec::new();
-            let mut held = cell.try_borrow_mut();
-            let buf = match held.as_deref_mut() {
-                Ok(buf) => buf,
-                Err(_) => &mut own,
-            };
-            if buf.len() < h * w {
-                buf.resize(h * w, 0.0);
+        match job.norm {
+            Some(f) => {
+                f.channel(i, c, job.ci, x, plane);
+                place(simd, job.r, l, w, plane, dst);
             }
-            let plane = &mut buf[..h * w];
-            f.channel(i, c, job.ci, x, plane);
-            place(simd, job.r, l, w, plane, dst);
-        })
+            None => place(simd, job.r, l, w, x, dst),
+        }
     }
 }
 
