@@ -7,9 +7,9 @@
 //! padding, 3×3 over a nearest-×2 upsampled input (never stored), and 1×1 (read in place).
 
 use super::conv_direct::{self, Rows};
-use super::conv_layout;
 use super::gemm::{matmul, Mat};
 use super::group_norm::Fused;
+use super::{conv_layout, conv_wino};
 use crate::model::Resample;
 use std::cell::RefCell;
 
@@ -234,7 +234,12 @@ fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: u
             Err(_) => f(&mut Vec::new()),
         })
     };
-    let rows = |src: &[f32], [img, oy0, oy1, cb0, cb1]: [usize; 5], src_img: usize| {
+    let wino = packed.kernel == conv_direct::Kernel::Winograd;
+    let rows = |src: &[f32], item: [usize; 5], src_img: usize| {
+        if wino {
+            return conv_wino::run(job, &layout, packed, src, src_img, item, &out);
+        }
+        let [img, oy0, oy1, cb0, cb1] = item;
         pulp::Arch::new().dispatch(Rows {
             job,
             layout: &layout,
@@ -250,7 +255,11 @@ fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: u
             y_len: out.len,
         })
     };
-    let items = conv_direct::items(job, &layout, packed, threads);
+    let items = if wino {
+        conv_wino::items(job, &layout, packed, threads)
+    } else {
+        conv_direct::items(job, &layout, packed, threads)
+    };
     // When every item is a whole image, each fills its own image into its thread's buffer
     // and convolves it at once: one parallel loop per layer instead of two, and the copy
     // is still in L2 when the kernel reads it.

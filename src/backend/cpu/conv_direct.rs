@@ -61,6 +61,8 @@ pub enum Kernel {
     Pixels,
     /// Vectors of output channels times broadcast input pixels (`conv_chan`).
     Channels,
+    /// Winograd F(2×2, 3×3) (`conv_wino`): weights packed [16][co/MR][ci][MR].
+    Winograd,
 }
 
 /// A 3×3 weight [co][ci][3][3] in a kernel's order: blocks of MR output channels,
@@ -100,6 +102,10 @@ pub fn pack_at(weight: &[f32], co: usize, ci: usize, kernel: Kernel, lanes: usiz
         Kernel::Channels => {
             let (nv, mp) = super::conv_chan::tile(lanes);
             (nv * lanes, nv, mp)
+        }
+        Kernel::Winograd => {
+            let (mr, nv) = tile_for(lanes, co);
+            return super::conv_wino::pack(weight, co, ci, mr, nv);
         }
     };
     let blocks = co.div_ceil(mr);

@@ -1,20 +1,22 @@
-//! The input layouts the direct convolution kernels (`conv_direct`, `conv_chan`) read. Each
-//! is a copy of the input, made once per layer, in which tap t of output position q (on a
-//! grid of rows `pitch` apart) is the value at q + taps[t] of the channel's region. So every
-//! tap of a run of output pixels is one contiguous load, whatever the mode (1×1 convs go to
-//! the GEMM, which reads them in place and measured faster: 120–155 GFLOP/s against 95–120
-//! on CIFAR-10's, level on emoji32's):
+//! The input layouts the 3×3 convolution kernels (`conv_direct`, `conv_chan`, `conv_wino`)
+//! read. Each is a copy of the input, made once per layer, in which tap t of output position
+//! q (on a grid of rows `pitch` apart) is the value at q + taps[t] of the channel's region.
+//! So every tap of a run of output pixels is one contiguous load, whatever the mode (1×1
+//! convs go to the GEMM, which reads them in place and measured faster: 120–155 GFLOP/s
+//! against 95–120 on CIFAR-10's, level on emoji32's):
 //! - 3×3, pad 1: a zero border, [h+2][w+2];
 //! - 3×3 over the nearest-×2 upsampled input: the same, at twice the size (the upsampled
 //!   map is never stored on its own);
 //! - 3×3 stride 2 (padded right and bottom by one): four phase planes, P_ab[i][j] =
 //!   x[2i+a][2j+b], each [ho+1][wo+1], so tap (ky, kx) reads P_(ky%2)(kx%2) at
 //!   (oy + ky/2, ox + kx/2);
+//! - Winograd's (`conv_wino`, stride 1): the same four phase planes of the zero-padded
+//!   input, P_ab[i][j] = x[2i+a−1][2j+b−1], so the patches of a run of 2×2 tiles are vectors.
 //!
 //! A GroupNorm folded into the conv is applied as the copy is made.
 
 use super::conv::{out_size, ConvJob};
-use super::conv_direct::lanes;
+use super::conv_direct::{lanes, Kernel};
 use super::group_norm;
 use crate::model::Resample;
 use pulp::{Simd, WithSimd};
@@ -40,6 +42,10 @@ pub struct Layout {
     pub pitch: usize,
     pub cstride: usize,
     pub taps: [usize; 9],
+    /// Winograd's layout (`conv_wino`): the four phase planes of the zero-padded input,
+    /// P_ab[i][j] = x[2i + a − 1][2j + b − 1], each `cstride / 4` long, rows `pitch` apart,
+    /// so that the patches of consecutive 2×2 tiles are vectors.
+    pub wino: bool,
 }
 
 /// The output grid of a 3×3 conv over h × w: (ho, wo, pitch).
@@ -51,6 +57,21 @@ pub fn grid(h: usize, w: usize, r: Resample) -> (usize, usize, usize) {
 
 pub fn layout(job: &ConvJob) -> Layout {
     let (ho, wo, pitch) = grid(job.h, job.w, job.r);
+    if job.packed.is_some_and(|p| p.kernel == Kernel::Winograd) {
+        assert!(job.r == Resample::None, "Winograd runs stride-1 convs only");
+        let pitch = wo.div_ceil(2) + 1;
+        // A run of tiles' loads reach up to a vector past a tile row's end, and a row and a
+        // column further.
+        let phase = ((ho.div_ceil(2) + 1) * pitch + 64 + 1).next_multiple_of(16);
+        return Layout {
+            ho,
+            wo,
+            pitch,
+            cstride: 4 * phase,
+            taps: [0; 9],
+            wino: true,
+        };
+    }
     if job.r == Resample::Down {
         let phase = (ho + 1) * pitch;
         let taps = std::array::from_fn(|t| {
@@ -63,6 +84,7 @@ pub fn layout(job: &ConvJob) -> Layout {
             pitch,
             cstride: 4 * phase,
             taps,
+            wino: false,
         };
     }
     Layout {
@@ -71,6 +93,7 @@ pub fn layout(job: &ConvJob) -> Layout {
         pitch,
         cstride: (ho + 2) * pitch,
         taps: std::array::from_fn(|t| (t / 3) * pitch + t % 3),
+        wino: false,
     }
 }
 
@@ -191,6 +214,25 @@ impl WithSimd for Region<'_> {
 #[inline(always)]
 fn place<S: Simd>(simd: S, r: Resample, l: &Layout, w: usize, x: &[f32], dst: &mut [f32]) {
     let h = x.len() / w.max(1);
+    if l.wino {
+        dst.fill(0.0);
+        let phase = l.cstride / 4;
+        for (y, line) in x.chunks_exact(w).enumerate().take(h) {
+            // Padded row y + 1; column x + 1 is even for odd x: (a, 0) takes the odd
+            // columns one further right, (a, 1) the even ones.
+            let row = ((y + 1) % 2) * 2 * phase + y.div_ceil(2) * l.pitch;
+            let (even, odd) = dst[row..].split_at_mut(phase);
+            let pairs = line.chunks_exact(2);
+            if let [v] = pairs.remainder() {
+                odd[w / 2] = *v;
+            }
+            for ((e, o), p) in even[1..].iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *o = p[0];
+                *e = p[1];
+            }
+        }
+        return;
+    }
     match r {
         Resample::Down => {
             dst.fill(0.0);

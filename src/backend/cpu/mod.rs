@@ -9,6 +9,7 @@ pub mod conv;
 pub mod conv_chan;
 pub mod conv_direct;
 pub mod conv_layout;
+pub mod conv_wino;
 pub mod fuse;
 pub mod gemm;
 pub mod group_norm;
@@ -20,7 +21,7 @@ use super::profile::LayerTime;
 use super::{Backend, NoiseKey};
 use crate::error::{Error, Result};
 use crate::model::unet::timestep_embedding;
-use crate::model::{Model, Op, Plan, View};
+use crate::model::{Model, Op, Plan, Resample, View};
 use crate::rng;
 use crate::schedule::{apply_step, StepCoeffs};
 use crate::tensor::Tensor;
@@ -124,7 +125,12 @@ impl CpuBackend {
                 if direct(op) && packed[w].is_none() {
                     let (h, wd) = plan.slots[x.slot].hw();
                     let (ho, wo, pitch) = conv_layout::grid(h, wd, resample);
-                    let kernel = conv_direct::choose(y.c, ho, wo, pitch);
+                    let kernel = if resample == Resample::None && conv_wino::fits(x.c, y.c, ho, wo)
+                    {
+                        conv_direct::Kernel::Winograd
+                    } else {
+                        conv_direct::choose(y.c, ho, wo, pitch)
+                    };
                     packed[w] = Some(conv_direct::pack_for(&weights[w].data, y.c, x.c, kernel));
                 }
             }
@@ -372,6 +378,7 @@ impl CpuBackend {
                     Op::Conv { w, .. } => match self.packed[w].as_ref().map(|p| p.kernel) {
                         Some(conv_direct::Kernel::Pixels) => "pixel vectors".into(),
                         Some(conv_direct::Kernel::Channels) => "channel vectors".into(),
+                        Some(conv_direct::Kernel::Winograd) => "winograd".into(),
                         None => "gemm".into(),
                     },
                     _ => String::new(),
