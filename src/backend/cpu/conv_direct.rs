@@ -14,6 +14,8 @@
 //! columns of each row are computed and dropped: 80% of the lanes do useful work at 8×8
 //! instead of 50%. Where even that wastes lanes (8×8 and 4×4 on AVX-512, 4×4 on AVX2),
 //! `choose` hands the layer to `conv_chan`, which puts output channels in the lanes.
+//! Stride-1 layers on grids of 32×32 and more go to `conv_wino` (Winograd) instead; its
+//! products run on this file's register tiles (`tile_for`).
 
 use super::conv::ConvJob;
 use super::conv_layout::Layout;
