@@ -93,9 +93,9 @@ fn conv_matches_its_twin() {
                     let packed = (k == 3).then(|| pack(&wt, co, ci));
                     let chan = (k == 3).then(|| pack_for(&wt, co, ci, Kernel::Channels));
                     // Winograd with this CPU's tile, and with AVX2's (6 × 2, run here).
-                    let wino = (k == 3 && r == Resample::None)
+                    let wino = (k == 3 && r != Resample::Down)
                         .then(|| pack_for(&wt, co, ci, Kernel::Winograd));
-                    let wino8 = (k == 3 && r == Resample::None)
+                    let wino8 = (k == 3 && r != Resample::Down)
                         .then(|| pack_at(&wt, co, ci, Kernel::Winograd, 8));
                     // The im2col GEMM, and both direct kernels where the shape fits them.
                     let direct = ConvJob {
@@ -342,7 +342,7 @@ fn folded_group_norm_matches_norm_then_conv() {
                 packed: Some(&wino),
                 ..job
             };
-            let jobs = if r == Resample::None {
+            let jobs = if r != Resample::Down {
                 vec![&job, &winograd]
             } else {
                 vec![&job]

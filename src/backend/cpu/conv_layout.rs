@@ -11,7 +11,8 @@
 //!   x[2i+a][2j+b], each [ho+1][wo+1], so tap (ky, kx) reads P_(ky%2)(kx%2) at
 //!   (oy + ky/2, ox + kx/2);
 //! - Winograd's (`conv_wino`, stride 1): the same four phase planes of the zero-padded
-//!   input, P_ab[i][j] = x[2i+a−1][2j+b−1], so the patches of a run of 2×2 tiles are vectors.
+//!   input (or of its nearest-×2 map), P_ab[i][j] = x[2i+a−1][2j+b−1], so the patches of a
+//!   run of 2×2 tiles are vectors.
 //!
 //! A GroupNorm folded into the conv is applied as the copy is made.
 
@@ -58,7 +59,7 @@ pub fn grid(h: usize, w: usize, r: Resample) -> (usize, usize, usize) {
 pub fn layout(job: &ConvJob) -> Layout {
     let (ho, wo, pitch) = grid(job.h, job.w, job.r);
     if job.packed.is_some_and(|p| p.kernel == Kernel::Winograd) {
-        assert!(job.r == Resample::None, "Winograd runs stride-1 convs only");
+        assert!(job.r != Resample::Down, "Winograd runs stride-1 convs only");
         let pitch = wo.div_ceil(2) + 1;
         // A run of tiles' loads reach up to a vector past a tile row's end, and a row and a
         // column further.
@@ -217,6 +218,19 @@ fn place<S: Simd>(simd: S, r: Resample, l: &Layout, w: usize, x: &[f32], dst: &m
     if l.wino {
         dst.fill(0.0);
         let phase = l.cstride / 4;
+        if r == Resample::Up {
+            // Over the nearest-×2 map, P_ab[i][j] is source value (i − 1 + a, j − 1 + b):
+            // each source row goes to rows i = y + 1 (a = 0) and i = y (a = 1) of its
+            // phases, at column 1 (b = 0) and 0 (b = 1).
+            for (y, line) in x.chunks_exact(w).enumerate().take(h) {
+                for (a, i) in [(0, y + 1), (1, y)] {
+                    let row = a * 2 * phase + i * l.pitch;
+                    copy(simd, line, &mut dst[row + 1..][..w]);
+                    copy(simd, line, &mut dst[row + phase..][..w]);
+                }
+            }
+            return;
+        }
         for (y, line) in x.chunks_exact(w).enumerate().take(h) {
             // Padded row y + 1; column x + 1 is even for odd x: (a, 0) takes the odd
             // columns one further right, (a, 1) the even ones.

@@ -1,7 +1,7 @@
-//! 3×3 convolution (stride 1, pad 1) by Winograd's F(2×2, 3×3): each 2×2 block of outputs
-//! (a tile) comes from its 4×4 input patch through 16 products of transformed weights and
-//! transformed inputs, where the direct kernels take 36 multiplies. Per image and group of
-//! tile rows:
+//! 3×3 convolution (stride 1, pad 1, over the input or its nearest-×2 map) by Winograd's
+//! F(2×2, 3×3): each 2×2 block of outputs (a tile) comes from its 4×4 input patch through
+//! 16 products of transformed weights and transformed inputs, where the direct kernels
+//! take 36 multiplies. Per image and group of tile rows:
 //! - the input transform V = Bᵀ d B of each channel's patches, read from `conv_layout`'s
 //!   phase planes, in which the patches of a run of tiles are vectors;
 //! - 16 products, one per transformed position ξ: M[ξ] = U[ξ] · V[ξ], output channels by
@@ -21,9 +21,10 @@ use super::conv_layout::Layout;
 use pulp::{Simd, WithSimd};
 use std::cell::RefCell;
 
-/// Whether a layer runs here: stride 1, no resampling, and a grid whose tile rows fill
-/// whole vectors (32×32 and wider on 16 lanes). Fixed by the shape, not the CPU, so a model
-/// gives the same bits on every machine with the same fused multiply-add.
+/// Whether a layer runs here (at stride 1, over its input or its nearest-×2 map): at least
+/// 16 channels in and out, and an output grid whose tile rows fill whole vectors (32×32
+/// and wider on 16 lanes). Fixed by the shape, not the CPU, so a model gives the same bits
+/// on every machine with the same fused multiply-add.
 pub fn fits(ci: usize, co: usize, ho: usize, wo: usize) -> bool {
     ci >= 16 && co >= 16 && ho >= 32 && wo >= 32
 }

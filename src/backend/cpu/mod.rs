@@ -125,7 +125,7 @@ impl CpuBackend {
                 if direct(op) && packed[w].is_none() {
                     let (h, wd) = plan.slots[x.slot].hw();
                     let (ho, wo, pitch) = conv_layout::grid(h, wd, resample);
-                    let kernel = if resample == Resample::None && conv_wino::fits(x.c, y.c, ho, wo)
+                    let kernel = if resample != Resample::Down && conv_wino::fits(x.c, y.c, ho, wo)
                     {
                         conv_direct::Kernel::Winograd
                     } else {
