@@ -43,9 +43,10 @@ pub struct Layout {
     pub pitch: usize,
     pub cstride: usize,
     pub taps: [usize; 9],
-    /// Winograd's layout (`conv_wino`): the four phase planes of the zero-padded input,
-    /// P_ab[i][j] = x[2i + a − 1][2j + b − 1], each `cstride / 4` long, rows `pitch` apart,
-    /// so that the patches of consecutive 2×2 tiles are vectors.
+    /// Winograd's layout (`conv_wino`): the four phase planes of the zero-padded input (or
+    /// of its nearest-×2 map), P_ab[i][j] = x[2i + a − 1][2j + b − 1], each `cstride / 4`
+    /// long, rows `pitch` apart, so that the patches of consecutive 2×2 tiles are vectors.
+    /// `taps` is unused there.
     pub wino: bool,
 }
 

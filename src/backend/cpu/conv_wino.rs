@@ -22,8 +22,9 @@ use pulp::{Simd, WithSimd};
 use std::cell::RefCell;
 
 /// Whether a layer runs here (at stride 1, over its input or its nearest-×2 map): at least
-/// 16 channels in and out, and an output grid whose tile rows fill whole vectors (32×32
-/// and wider on 16 lanes). Fixed by the shape, not the CPU, so a model gives the same bits
+/// 16 channels in and out, and an output grid of at least 32×32 (at widths that are
+/// multiples of 32 a tile row fills whole 16-lane vectors; other widths run flat runs with
+/// a padding lane per row). Fixed by the shape, not the CPU, so a model gives the same bits
 /// on every machine with the same fused multiply-add.
 pub fn fits(ci: usize, co: usize, ho: usize, wo: usize) -> bool {
     ci >= 16 && co >= 16 && ho >= 32 && wo >= 32
@@ -81,13 +82,14 @@ fn slot_pitch(l: &Layout, lanes: usize) -> usize {
 /// `threads` threads four times over where the layer has them. Rows split first, in runs
 /// that fill whole chunks of NV vectors where the grid allows, since items that split the
 /// channels each repeat the input transform; a run's transformed input (16 × ci × its
-/// slots) stays near 256 KiB, in L2, while every channel block reads it.
+/// slots, at most 1 MiB: a core's L2 on the machines measured) stays in L2 while every
+/// channel block reads it.
 pub fn items(job: &ConvJob, l: &Layout, p: &Packed, threads: usize) -> Vec<[usize; 5]> {
     let th = l.ho.div_ceil(2);
     let lanes = lanes();
     let spitch = slot_pitch(l, lanes);
     let unit = (p.nv * lanes).div_ceil(spitch).clamp(1, th.max(1));
-    let cap = (16 * 1024 / (job.ci * spitch)).max(unit) / unit * unit;
+    let cap = (16 * 1024 / (job.ci.max(1) * spitch)).max(unit) / unit * unit;
     let want = (4 * threads).div_ceil(job.n);
     let runs = want.min(th.div_ceil(unit)).max(1);
     let rows = th.div_ceil(runs).next_multiple_of(unit).min(cap).max(1);
