@@ -98,22 +98,10 @@ fn conv_matches_its_twin() {
                     let wino8 = (k == 3 && r != Resample::Down)
                         .then(|| pack_at(&wt, co, ci, Kernel::Winograd, 8));
                     // The im2col GEMM, and both direct kernels where the shape fits them.
-                    let direct = ConvJob {
-                        packed: packed.as_ref(),
-                        ..job
-                    };
-                    let channels = ConvJob {
-                        packed: chan.as_ref(),
-                        ..job
-                    };
-                    let winograd = ConvJob {
-                        packed: wino.as_ref(),
-                        ..job
-                    };
-                    let winograd8 = ConvJob {
-                        packed: wino8.as_ref(),
-                        ..job
-                    };
+                    let packed_as = |packed| ConvJob { packed, ..job };
+                    let (direct, channels) = (packed_as(packed.as_ref()), packed_as(chan.as_ref()));
+                    let (winograd, winograd8) =
+                        (packed_as(wino.as_ref()), packed_as(wino8.as_ref()));
                     let mut paths = if packed.is_some() && fits(&direct) {
                         vec![
                             ("direct", &direct),

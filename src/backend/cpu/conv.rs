@@ -100,7 +100,25 @@ impl Out {
     }
 }
 
+/// `f` on this thread's scratch in `cell`, or on a fresh one where the thread holds it
+/// already: a pool thread waiting inside a layer's loop may steal another forward pass (of
+/// another backend on the same pool) and reach the same scratch again. Called outside a
+/// SIMD dispatch: code inside `with`'s closure is not compiled at the dispatched level.
+pub(super) fn scratch<T: Default, R>(cell: &RefCell<T>, f: impl FnOnce(&mut T) -> R) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut held) => f(&mut held),
+        Err(_) => f(&mut T::default()),
+    }
+}
+
 impl<'a> ConvJob<'a> {
+    /// Output channel o's bias plus image `img`'s temb: one expression for every kernel (the
+    /// direct kernels' bits must agree).
+    #[inline(always)]
+    pub(super) fn bias_of(&self, img: usize, o: usize) -> f32 {
+        self.bias[o] + self.temb.map_or(0.0, |(t, s)| t[img * s + o])
+    }
+
     fn out(&self) -> (usize, usize) {
         out_size(self.h, self.w, self.k, self.r)
     }
@@ -225,15 +243,7 @@ impl<'a> ConvJob<'a> {
 fn direct(job: &ConvJob, packed: &conv_direct::Packed, y: &mut [f32], threads: usize) {
     let layout = conv_layout::layout(job);
     let out = Out::new(y);
-    let with_buffer = |f: &mut dyn FnMut(&mut Vec<f32>)| {
-        LAYOUT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut src) => f(&mut src),
-            // A pool thread waiting inside this layer's loop may steal another forward pass
-            // (of another backend on the same pool) and reach here again: that one gets its
-            // own.
-            Err(_) => f(&mut Vec::new()),
-        })
-    };
+    let with_buffer = |f: &mut dyn FnMut(&mut Vec<f32>)| LAYOUT.with(|cell| scratch(cell, f));
     let wino = packed.kernel == conv_direct::Kernel::Winograd;
     let rows = |src: &[f32], item: [usize; 5], src_img: usize| {
         if wino {

@@ -99,7 +99,7 @@ impl Rows<'_> {
     #[inline(always)]
     fn store_one(&self, o: usize, px: usize, plane: usize, sum: f32) {
         let job = self.job;
-        let mut v = sum + self.bias(o);
+        let mut v = sum + job.bias_of(self.img, o);
         if let Some((r, s, off)) = job.residual {
             v += r[self.img * s + off + o * plane + px];
         }

@@ -187,9 +187,14 @@ pub fn items(job: &ConvJob, l: &Layout, packed: &Packed, threads: usize) -> Vec<
         let rows = h.div_ceil(runs).div_ceil(unit) * unit;
         (rows, want.div_ceil(h.div_ceil(rows)).min(blocks))
     };
-    let per = blocks.div_ceil(parts);
+    split(job.n, h, rows, blocks, blocks.div_ceil(parts))
+}
+
+/// Items [image, first row, end row, first block, end block]: each of n images' h rows in
+/// runs of `rows`, times its `blocks` channel blocks in runs of `per`.
+pub(super) fn split(n: usize, h: usize, rows: usize, blocks: usize, per: usize) -> Vec<[usize; 5]> {
     let mut out = Vec::new();
-    for i in 0..job.n {
+    for i in 0..n {
         for y in (0..h).step_by(rows) {
             for b in (0..blocks).step_by(per) {
                 out.push([i, y, (y + rows).min(h), b, (b + per).min(blocks)]);
@@ -344,7 +349,7 @@ impl Rows<'_> {
                     if o >= p.co {
                         break;
                     }
-                    let bias_v = simd.splat_f32s(self.bias(o));
+                    let bias_v = simd.splat_f32s(job.bias_of(self.img, o));
                     for (v, (_, range)) in group.iter().enumerate() {
                         let sum = simd.add_f32s(acc_i[v], bias_v);
                         for seg in &segs[range.clone()] {
@@ -354,14 +359,6 @@ impl Rows<'_> {
                 }
             }
         }
-    }
-
-    /// Output channel o's bias plus image `img`'s temb: one expression for both kernels, whose
-    /// bits must agree.
-    #[inline(always)]
-    pub(super) fn bias(&self, o: usize) -> f32 {
-        let job = self.job;
-        job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.img * s + o])
     }
 
     /// One segment of a vector (bias added) to the output, plus the residual.

@@ -16,7 +16,7 @@
 //!
 //! A GroupNorm folded into the conv is applied as the copy is made.
 
-use super::conv::{out_size, ConvJob};
+use super::conv::{out_size, scratch, ConvJob};
 use super::conv_direct::{lanes, Kernel};
 use super::group_norm;
 use crate::model::Resample;
@@ -153,26 +153,20 @@ fn region(job: &ConvJob, l: &Layout, i: usize, c: usize, dst: &mut [f32]) {
             plane: &mut [],
         });
     }
-    // The scratch is borrowed here, outside `wide`: code inside `with`'s closure would
-    // not be compiled for the SIMD level that `wide` enables.
     PLANE.with(|cell| {
-        let mut own = Vec::new();
-        let mut held = cell.try_borrow_mut();
-        let buf = match held.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut own,
-        };
-        let len = job.h * job.w;
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        group_norm::wide(Region {
-            job,
-            l,
-            i,
-            c,
-            dst,
-            plane: &mut buf[..len],
+        scratch(cell, |buf| {
+            let len = job.h * job.w;
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            group_norm::wide(Region {
+                job,
+                l,
+                i,
+                c,
+                dst,
+                plane: &mut buf[..len],
+            })
         })
     })
 }
@@ -216,54 +210,36 @@ impl WithSimd for Region<'_> {
 #[inline(always)]
 fn place<S: Simd>(simd: S, r: Resample, l: &Layout, w: usize, x: &[f32], dst: &mut [f32]) {
     let h = x.len() / w.max(1);
-    if l.wino {
+    if l.wino && r == Resample::Up {
         dst.fill(0.0);
         let phase = l.cstride / 4;
-        if r == Resample::Up {
-            // Over the nearest-×2 map, P_ab[i][j] is source value (i − 1 + a, j − 1 + b):
-            // each source row goes to rows i = y + 1 (a = 0) and i = y (a = 1) of its
-            // phases, at column 1 (b = 0) and 0 (b = 1).
-            for (y, line) in x.chunks_exact(w).enumerate().take(h) {
-                for (a, i) in [(0, y + 1), (1, y)] {
-                    let row = a * 2 * phase + i * l.pitch;
-                    copy(simd, line, &mut dst[row + 1..][..w]);
-                    copy(simd, line, &mut dst[row + phase..][..w]);
-                }
-            }
-            return;
-        }
+        // Over the nearest-×2 map, P_ab[i][j] is source value (i − 1 + a, j − 1 + b): each
+        // source row goes to rows i = y + 1 (a = 0) and i = y (a = 1) of its phases, at
+        // column 1 (b = 0) and 0 (b = 1).
         for (y, line) in x.chunks_exact(w).enumerate().take(h) {
-            // Padded row y + 1; column x + 1 is even for odd x: (a, 0) takes the odd
-            // columns one further right, (a, 1) the even ones.
-            let row = ((y + 1) % 2) * 2 * phase + y.div_ceil(2) * l.pitch;
-            let (even, odd) = dst[row..].split_at_mut(phase);
-            let pairs = line.chunks_exact(2);
-            if let [v] = pairs.remainder() {
-                odd[w / 2] = *v;
-            }
-            for ((e, o), p) in even[1..].iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                *o = p[0];
-                *e = p[1];
+            for (a, i) in [(0, y + 1), (1, y)] {
+                let row = a * 2 * phase + i * l.pitch;
+                copy(simd, line, &mut dst[row + 1..][..w]);
+                copy(simd, line, &mut dst[row + phase..][..w]);
             }
         }
         return;
     }
     match r {
-        Resample::Down => {
+        // Stride 2 and Winograd: phase planes, P_ab[i][j] = x[2i + a − s][2j + b − s], s the
+        // shift of the zero padding (0 at stride 2, padded right and bottom; 1 for Winograd).
+        _ if l.wino || r == Resample::Down => {
             dst.fill(0.0);
             let phase = l.cstride / 4;
+            let s = usize::from(l.wino);
             for (y, line) in x.chunks_exact(w).enumerate().take(h) {
-                // Even columns to plane (a, 0), odd to (a, 1): two runs, no index
-                // arithmetic per value.
-                let row = (y % 2) * 2 * phase + (y / 2) * l.pitch;
-                let (even, odd) = dst[row..].split_at_mut(phase);
-                let pairs = line.chunks_exact(2);
-                if let [v] = pairs.remainder() {
-                    even[w / 2] = *v;
-                }
-                for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                    *e = p[0];
-                    *o = p[1];
+                let (a, i) = ((y + s) % 2, (y + s) / 2);
+                let (p0, p1) = dst[a * 2 * phase + i * l.pitch..].split_at_mut(phase);
+                // Column x lands in plane (x + s) % 2 at (x + s) / 2.
+                if s == 0 {
+                    deinterleave(line, p0, p1);
+                } else {
+                    deinterleave(line, p1, &mut p0[1..]);
                 }
             }
         }
@@ -290,6 +266,20 @@ fn place<S: Simd>(simd: S, r: Resample, l: &Layout, w: usize, x: &[f32], dst: &m
                 }
             }
         }
+    }
+}
+
+/// Even-indexed values of `line` to `evens`, odd-indexed to `odds`, in order: two runs, no
+/// index arithmetic per value.
+#[inline(always)]
+fn deinterleave(line: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    let pairs = line.chunks_exact(2);
+    if let [v] = pairs.remainder() {
+        evens[line.len() / 2] = *v;
+    }
+    for ((e, o), p) in evens.iter_mut().zip(odds.iter_mut()).zip(pairs) {
+        *e = p[0];
+        *o = p[1];
     }
 }
 

@@ -15,19 +15,20 @@
 //! from the shape alone, never from the threads, the batch or the vector width. The
 //! transforms round where the direct sum does not; the tests hold the error to the twin.
 
-use super::conv::{ConvJob, Out};
-use super::conv_direct::{lanes, Kernel, Packed};
+use super::conv::{scratch, ConvJob, Out};
+use super::conv_direct::{lanes, split, Kernel, Packed};
 use super::conv_layout::Layout;
+use crate::model::Resample;
 use pulp::{Simd, WithSimd};
 use std::cell::RefCell;
 
-/// Whether a layer runs here (at stride 1, over its input or its nearest-×2 map): at least
+/// Whether a layer runs here: at stride 1 (over its input or its nearest-×2 map), at least
 /// 16 channels in and out, and an output grid of at least 32×32 (at widths that are
 /// multiples of 32 a tile row fills whole 16-lane vectors; other widths run flat runs with
 /// a padding lane per row). Fixed by the shape, not the CPU, so a model gives the same bits
 /// on every machine with the same fused multiply-add.
-pub fn fits(ci: usize, co: usize, ho: usize, wo: usize) -> bool {
-    ci >= 16 && co >= 16 && ho >= 32 && wo >= 32
+pub fn fits(r: Resample, ci: usize, co: usize, ho: usize, wo: usize) -> bool {
+    r != Resample::Down && ci >= 16 && co >= 16 && ho >= 32 && wo >= 32
 }
 
 /// The transformed weights U[ξ][co/MR][ci][MR], channels padded to a multiple of MR.
@@ -95,16 +96,7 @@ pub fn items(job: &ConvJob, l: &Layout, p: &Packed, threads: usize) -> Vec<[usiz
     let rows = th.div_ceil(runs).next_multiple_of(unit).min(cap).max(1);
     let blocks = p.co.div_ceil(p.mr);
     let parts = want.div_ceil(th.div_ceil(rows)).min(blocks);
-    let per = blocks.div_ceil(parts);
-    let mut out = Vec::new();
-    for i in 0..job.n {
-        for t in (0..th).step_by(rows) {
-            for b in (0..blocks).step_by(per) {
-                out.push([i, t, (t + rows).min(th), b, (b + per).min(blocks)]);
-            }
-        }
-    }
-    out
+    split(job.n, th, rows, blocks, blocks.div_ceil(parts))
 }
 
 thread_local! {
@@ -124,37 +116,31 @@ pub(super) fn run(
     item: [usize; 5],
     y: &Out,
 ) {
-    // Borrowed out here: code inside `with`'s closure is not compiled for the SIMD level
-    // that `dispatch` enables.
     SCRATCH.with(|cell| {
-        let mut own = [Vec::new(), Vec::new(), Vec::new()];
-        let mut held = cell.try_borrow_mut();
-        let [v, m, t] = match held.as_deref_mut() {
-            Ok(b) => b,
-            Err(_) => &mut own,
-        };
-        let vs = ((item[2] - item[1]) * slot_pitch(layout, lanes())).next_multiple_of(lanes());
-        let chans = (item[4] - item[3]) * packed.mr;
-        for (buf, len) in [
-            (&mut *v, 16 * job.ci * vs),
-            (&mut *m, 16 * packed.mr * packed.nv * lanes()),
-            (&mut *t, 4 * chans * vs),
-        ] {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
+        scratch(cell, |[v, m, t]| {
+            let vs = ((item[2] - item[1]) * slot_pitch(layout, lanes())).next_multiple_of(lanes());
+            let chans = (item[4] - item[3]) * packed.mr;
+            for (buf, len) in [
+                (&mut *v, 16 * job.ci * vs),
+                (&mut *m, 16 * packed.mr * packed.nv * lanes()),
+                (&mut *t, 4 * chans * vs),
+            ] {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
             }
-        }
-        pulp::Arch::new().dispatch(Tiles {
-            job,
-            l: layout,
-            p: packed,
-            src,
-            src_img,
-            item,
-            y,
-            v,
-            m,
-            t,
+            pulp::Arch::new().dispatch(Tiles {
+                job,
+                l: layout,
+                p: packed,
+                src,
+                src_img,
+                item,
+                y,
+                v,
+                m,
+                t,
+            })
         })
     })
 }
@@ -312,7 +298,7 @@ impl Tiles<'_> {
                     if o >= p.co {
                         break;
                     }
-                    let bias = simd.splat_f32s(self.bias(o));
+                    let bias = simd.splat_f32s(job.bias_of(self.item[0], o));
                     let row = (o - cb0 * MR) * 4;
                     for j in 0..NV.min(vecs - k0) {
                         let mv = |xi: usize| ((xi * MR + i) * NV + j) * lanes;
@@ -387,12 +373,5 @@ impl Tiles<'_> {
                 }
             }
         }
-    }
-
-    /// Channel o's bias plus image `img`'s temb.
-    #[inline(always)]
-    fn bias(&self, o: usize) -> f32 {
-        let job = self.job;
-        job.bias[o] + job.temb.map_or(0.0, |(t, s)| t[self.item[0] * s + o])
     }
 }

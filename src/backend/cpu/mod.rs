@@ -21,7 +21,7 @@ use super::profile::LayerTime;
 use super::{Backend, NoiseKey};
 use crate::error::{Error, Result};
 use crate::model::unet::timestep_embedding;
-use crate::model::{Model, Op, Plan, Resample, View};
+use crate::model::{Model, Op, Plan, View};
 use crate::rng;
 use crate::schedule::{apply_step, StepCoeffs};
 use crate::tensor::Tensor;
@@ -125,8 +125,7 @@ impl CpuBackend {
                 if direct(op) && packed[w].is_none() {
                     let (h, wd) = plan.slots[x.slot].hw();
                     let (ho, wo, pitch) = conv_layout::grid(h, wd, resample);
-                    let kernel = if resample != Resample::Down && conv_wino::fits(x.c, y.c, ho, wo)
-                    {
+                    let kernel = if conv_wino::fits(resample, x.c, y.c, ho, wo) {
                         conv_direct::Kernel::Winograd
                     } else {
                         conv_direct::choose(y.c, ho, wo, pitch)
